@@ -1,0 +1,36 @@
+# The README's commands. Each target sets up everything it needs on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stemkit-installed
+
+.PHONY: demo test lint bench setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls the CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# openunmix is the parity reference; its declared torchaudio dependency has no CPU build here.
+	$(BIN)/pip install -q --no-deps openunmix==1.3.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stemkit demo --out out/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/separation.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

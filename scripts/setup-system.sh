@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages stemkit needs: FluidSynth and a General MIDI soundfont for the
+# song generator, ffmpeg for m4a/aac/mp4 input. Idempotent; asks apt only for what is missing.
+set -euo pipefail
+
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+ldconfig -p 2>/dev/null | grep -q libfluidsynth || need+=(libfluidsynth3 fluidsynth)
+[ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need+=(timgm6mb-soundfont)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "stemkit: missing system packages: ${need[*]}" >&2
+    echo "stemkit: install them as root (Debian: apt-get install ${need[*]}) and run make again." >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "stemkit: installed ${need[*]}"

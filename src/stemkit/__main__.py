@@ -1,0 +1,7 @@
+"""``python -m stemkit`` runs the command line."""
+
+import sys
+
+from stemkit.cli.main import main
+
+sys.exit(main())

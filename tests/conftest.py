@@ -1,0 +1,65 @@
+"""Shared fixtures. Audio is generated here at test time, seeded; none is committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SOURCES = ("vocals", "drums", "bass", "other")
+RATE = 44100
+
+
+def toy_stems(seconds: float, seed: int, rate: int = RATE, channels: int = 2) -> np.ndarray:
+    """Four distinguishable stereo stems ``(4, channels, time)``, float32, peaks well below 1.
+
+    vocals: a gliding sine with gaps; drums: decaying noise bursts; bass: a low sine;
+    other: a chord of three sines. Each gets a faint broadband floor so that no frame is
+    perfectly silent (metrics on silent or band-limited signals are ill-conditioned).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    f0 = rng.uniform(200, 400)
+    vocals = 0.2 * np.sin(2 * np.pi * (f0 * t + 20 * t**2))
+    vocals *= (np.sin(2 * np.pi * 0.5 * t) > -0.5).astype(np.float64)
+    drums = np.zeros(n)
+    period = int(rate * 60 / rng.uniform(90, 130) / 2)
+    env = np.exp(-np.arange(period) / (0.03 * rate))
+    for start in range(0, n, period):
+        stop = min(start + period, n)
+        drums[start:stop] += 0.3 * rng.standard_normal(stop - start) * env[: stop - start]
+    bass = 0.25 * np.sin(2 * np.pi * rng.uniform(40, 80) * t)
+    other = sum(0.08 * np.sin(2 * np.pi * f * t) for f in rng.uniform(300, 1200, size=3))
+    stems = np.stack([vocals, drums, bass, other])
+    stems = stems + 1e-3 * rng.standard_normal(stems.shape)
+    pan = rng.uniform(0.6, 1.0, size=(4, channels))
+    return (stems[:, None, :] * pan[:, :, None]).astype(np.float32)
+
+
+def write_hq_track(folder: Path, stems: np.ndarray, rate: int = RATE) -> None:
+    """Write one MUSDB18-HQ track folder: the four stems and their exact float sum."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, stem in zip(SOURCES, stems, strict=True):
+        sf.write(folder / f"{name}.wav", stem.T, rate, subtype="FLOAT")
+    sf.write(folder / "mixture.wav", stems.sum(axis=0).T, rate, subtype="FLOAT")
+
+
+@pytest.fixture(scope="session")
+def hq_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MUSDB18-HQ tree: 3 train and 2 test tracks of 4 s of toy stems."""
+    root = tmp_path_factory.mktemp("musdb18hq")
+    for i in range(3):
+        write_hq_track(root / "train" / f"Toy - Train {i}", toy_stems(4.0, seed=i))
+    for i in range(2):
+        write_hq_track(root / "test" / f"Toy - Test {i}", toy_stems(4.0, seed=100 + i))
+    return root
+
+
+@pytest.fixture
+def make_stems() -> Callable[..., np.ndarray]:
+    """The :func:`toy_stems` generator, for tests that need their own signals."""
+    return toy_stems
