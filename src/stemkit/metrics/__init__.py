@@ -1,1 +1,19 @@
-"""metrics."""
+"""Separation metrics. Every number says what it is.
+
+``uSDR``  one SNR per track and source over the whole signal, with the MDX epsilons; mean over
+          tracks (the MDX 2021 convention; "utterance SDR" in the BSRNN papers).
+``cSDR``  BSS Eval v4 SDR on 1 s frames, median over frames, median over tracks (the MUSDB18
+          convention). The v4 frame SDR equals the frame SNR exactly (spec-notes §1.1), so the
+          fast path here computes it without distortion filters; frames museval marks silent
+          are NaN here too.
+"""
+
+from stemkit.metrics.sdr import (
+    MDX_EPS,
+    aggregate_csdr,
+    framewise_sdr,
+    silent_frames,
+    usdr,
+)
+
+__all__ = ["MDX_EPS", "aggregate_csdr", "framewise_sdr", "silent_frames", "usdr"]
