@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from stemkit.errors import DatasetError
 from stemkit.metrics.sdr import aggregate_csdr, framewise_sdr, usdr
 from stemkit.metrics.store import track_document, write_json
 from stemkit.models.base import SeparationModel
@@ -153,14 +152,8 @@ def evaluate(
     from stemkit.data.musdb import list_tracks
     from stemkit.inference import separate
 
-    tracks = list_tracks(root, subset)[:limit]
     sources = tuple(model.sources)
-    missing = [s for s in sources if not (tracks[0].folder / f"{s}.wav").is_file()]
-    if missing:
-        raise DatasetError(
-            f"{tracks[0].folder}: no reference for {', '.join(missing)}; the model separates "
-            f"{', '.join(sources)}"
-        )
+    tracks = list_tracks(root, subset, sources=sources)[:limit]
     report = Report(method=method, sources=sources)
     for track in tracks:
         references = torch.stack(

@@ -136,18 +136,21 @@ def train(
     save_config(config, run_dir / "config.yaml")
 
     data = config.data
-    common = dict(sources=data.sources, seed=config.seed, valid_fraction=data.valid_fraction)
+    if len(data.gain) != 2:
+        raise StemkitError(f"data.gain must be [low, high], got {data.gain}")
     train_set = MusdbHQ(
         data.root,
         split="train",
+        sources=data.sources,
         segment=data.segment,
         samples_per_track=data.samples_per_track,
         random_mix=data.random_mix,
-        gain=tuple(data.gain),
+        gain=(data.gain[0], data.gain[1]),
         channel_swap=data.channel_swap,
-        **common,
+        seed=config.seed,
+        valid_fraction=data.valid_fraction,
     )
-    valid_set = MusdbHQ(data.root, split="valid", segment=None, **common)
+    valid_set = _full_tracks(config, "valid")
 
     torch.manual_seed(config.seed)
     model = models.build(config.model.name, sources=list(data.sources), **config.model.kwargs)
@@ -177,8 +180,7 @@ def train(
         if progress:
             print(f"resuming {run_dir} at epoch {start_epoch}")
     elif config.model.input_statistics and hasattr(model, "forward_magnitudes"):
-        stats_set = MusdbHQ(data.root, split="train", segment=None, **common)
-        fit_input_statistics(model, stats_set, progress=progress)
+        fit_input_statistics(model, _full_tracks(config, "train"), progress=progress)
 
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
     epochs_without_improvement = _epochs_since_best(history)
@@ -260,6 +262,20 @@ def _train_one_epoch(
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
+
+
+def _full_tracks(config: TrainConfig, split: str) -> Any:
+    """Whole tracks of ``split``, unaugmented (validation, input statistics)."""
+    from stemkit.data.musdb import MusdbHQ
+
+    return MusdbHQ(
+        config.data.root,
+        split=split,
+        sources=config.data.sources,
+        segment=None,
+        seed=config.seed,
+        valid_fraction=config.data.valid_fraction,
+    )
 
 
 def _epochs_since_best(history: list[dict[str, Any]]) -> int:
