@@ -1,0 +1,423 @@
+"""Reading and writing audio files.
+
+soundfile (libsndfile) handles wav, flac, ogg and mp3 and can seek, so an excerpt never loads
+the whole file. m4a, aac and mp4 (including the ``.stem.mp4`` files of MUSDB18, whose first
+audio stream is the mixture and the next four the stems) go through the ``ffmpeg`` and
+``ffprobe`` programs.
+
+Every failure raises :class:`~stemkit.errors.AudioError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor
+
+from stemkit.audio.convert import match_channels, resample
+from stemkit.errors import AudioError
+
+PathLike = str | os.PathLike[str]
+
+#: Extensions read through soundfile (seekable).
+SOUNDFILE_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+#: Extensions decoded by the ffmpeg program.
+FFMPEG_EXTENSIONS: tuple[str, ...] = (".m4a", ".aac", ".mp4")
+#: Every extension :func:`read_audio` accepts.
+READ_EXTENSIONS: tuple[str, ...] = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
+#: Subtypes :func:`write_audio` accepts for each extension.
+WRITE_SUBTYPES: dict[str, tuple[str, ...]] = {
+    ".wav": ("PCM_16", "PCM_24", "FLOAT"),
+    ".flac": ("PCM_16", "PCM_24"),
+}
+
+#: Samples decoded and dropped before a seek point (4 mp3 frames of 1152 samples).
+_SEEK_WARMUP: dict[str, int] = {".mp3": 4 * 1152}
+
+_INSTALL_FFMPEG = (
+    "install ffmpeg (Debian/Ubuntu: `apt install ffmpeg`, macOS: `brew install ffmpeg`, "
+    "conda: `conda install -c conda-forge ffmpeg`) or convert the file to wav or flac"
+)
+
+
+class ClippingWarning(UserWarning):
+    """Samples outside [-1, 1] were clamped when writing an integer-PCM file."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header without decoding it.
+
+    Attributes:
+        frames: length in samples per channel. For m4a/mp4 it comes from the container and
+            for raw ``.aac`` from the bit rate, so the decoded length may differ slightly.
+        sample_rate: rate in Hz.
+        channels: number of channels.
+        duration: ``frames / sample_rate`` in seconds.
+        format: container or codec name (``"WAV"``, ``"FLAC"``, ``"aac"``, ...).
+    """
+
+    frames: int
+    sample_rate: int
+    channels: int
+    duration: float
+    format: str
+
+
+def audio_info(path: PathLike, *, stream: int = 0) -> AudioInfo:
+    """Describe an audio file without decoding it.
+
+    Args:
+        path: the file.
+        stream: for m4a/mp4, which audio stream (``.stem.mp4``: 0 = mixture, 1-4 = stems).
+
+    Raises:
+        AudioError: the file is missing, empty, of an unsupported type or unreadable.
+    """
+    path = _check_file(path)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        return _probe(path, stream)[0]
+    _check_stream_zero(path, stream)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise _unreadable(path, error) from error
+    return AudioInfo(
+        frames=int(info.frames),
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        duration=info.frames / info.samplerate,
+        format=str(info.format),
+    )
+
+
+def read_audio(
+    path: PathLike,
+    *,
+    start: int = 0,
+    frames: int | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = 2,
+    downmix: bool = False,
+    stream: int = 0,
+) -> tuple[Tensor, int]:
+    """Read a file, or an excerpt of it, as a float32 tensor ``(channels, time)``.
+
+    Args:
+        path: a wav, flac, ogg, mp3, m4a, aac or mp4 file.
+        start: first sample to read, counted at the file's own rate. soundfile formats seek
+            to it; nothing before it is decoded into memory.
+        frames: how many samples to read at the file's rate; None reads to the end. An
+            excerpt running past the end of the file is cut at the end.
+        sample_rate: rate wanted in Hz; the excerpt is resampled with soxr when the file's
+            rate differs. None keeps the file's rate.
+        channels: channel count wanted: mono is copied to every channel; more channels than
+            asked is an error unless ``downmix``. None keeps the file's channels.
+        downmix: average the channels to mono (then copy) when the file has more than
+            ``channels``.
+        stream: for m4a/mp4, the audio stream to decode (``.stem.mp4``: 0 = mixture,
+            1-4 = drums, bass, other, vocals in the MUSDB18 order).
+
+    Returns:
+        ``(audio, rate)``: float32 ``(channels, time)`` and its rate in Hz.
+
+    Raises:
+        AudioError: missing, empty, zero-length, corrupt or unsupported file; NaN or
+            infinite samples; ffmpeg missing; unsupported channel layout; start past the end.
+        ValueError: negative ``start`` or ``frames``.
+    """
+    if start < 0 or (frames is not None and frames < 0):
+        raise ValueError(f"start and frames must be non-negative, got {start} and {frames}")
+    path = _check_file(path)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        data, rate = _read_ffmpeg(path, start=start, frames=frames, stream=stream)
+    else:
+        _check_stream_zero(path, stream)
+        data, rate = _read_soundfile(path, start=start, frames=frames)
+    if data.shape[1] == 0:
+        raise AudioError(path, "no samples were decoded in the requested range")
+    if not np.isfinite(data).all():
+        bad = int(np.argmax(~np.isfinite(data).all(axis=0)))
+        raise AudioError(
+            path,
+            f"contains NaN or infinite samples (first at sample {start + bad}); the file is "
+            "corrupt or was written from a model that diverged",
+        )
+    audio = torch.from_numpy(data)
+    if channels is not None:
+        try:
+            audio = match_channels(audio, channels, downmix=downmix)
+        except ValueError as error:
+            raise AudioError(path, str(error)) from None
+    if sample_rate is not None and sample_rate != rate:
+        audio = resample(audio, rate, sample_rate)
+        rate = int(sample_rate)
+    return audio.contiguous(), rate
+
+
+def write_audio(
+    path: PathLike,
+    audio: Tensor | np.ndarray,
+    sample_rate: int,
+    *,
+    subtype: str = "PCM_16",
+    clip: Literal["warn", "clamp", "rescale"] = "warn",
+) -> Path:
+    """Write ``audio`` ``(channels, time)`` to a wav or flac file, atomically.
+
+    The data go to a temporary file in the destination folder which is then renamed over
+    ``path``, so a crash never leaves a truncated file under the final name.
+
+    Args:
+        path: destination; its extension picks the container (``.wav`` or ``.flac``).
+        audio: float signal ``(channels, time)``, or ``(time,)`` for mono.
+        sample_rate: rate in Hz.
+        subtype: ``"PCM_16"``, ``"PCM_24"`` or (wav only) ``"FLOAT"``.
+        clip: what to do with samples outside [-1, 1] for integer subtypes: ``"warn"``
+            clamps them and emits a :class:`ClippingWarning` saying how many there were;
+            ``"clamp"`` clamps silently; ``"rescale"`` divides the whole signal by its peak.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        AudioError: unsupported extension or subtype, NaN or infinite samples, bad shape, or
+            the file system refused the write.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    if extension not in WRITE_SUBTYPES:
+        raise AudioError(
+            path, f"cannot write {extension or 'files without extension'}; use .wav or .flac"
+        )
+    subtype = subtype.upper()
+    if subtype not in WRITE_SUBTYPES[extension]:
+        raise AudioError(
+            path,
+            f"{extension} files are written as {' or '.join(WRITE_SUBTYPES[extension])}, "
+            f"not {subtype}" + ("; use .wav for FLOAT" if extension == ".flac" else ""),
+        )
+    if clip not in ("warn", "clamp", "rescale"):
+        raise ValueError(f"clip must be 'warn', 'clamp' or 'rescale', got {clip!r}")
+    if isinstance(audio, Tensor):
+        data = audio.detach().to("cpu", torch.float32).numpy()
+    else:
+        data = np.asarray(audio, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2 or data.shape[0] < 1:
+        raise AudioError(path, f"expected audio of shape (channels, time), got {data.shape}")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "refusing to write NaN or infinite samples")
+    if subtype != "FLOAT":
+        data = _limit(path, data, clip)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AudioError(path, f"cannot create its folder ({error})") from error
+    # Reserve a unique name with O_EXCL (mode 0o666 so the umask applies, unlike mkstemp).
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        sf.write(
+            str(tmp),
+            np.ascontiguousarray(data.T),
+            int(sample_rate),
+            subtype=subtype,
+            format=extension[1:].upper(),
+        )
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, (OSError, sf.LibsndfileError)):
+            raise AudioError(path, f"could not be written ({error})") from error
+        raise
+    return path
+
+
+def _limit(path: Path, data: np.ndarray, clip: str) -> np.ndarray:
+    """Keep ``data`` within [-1, 1] as asked by ``clip``."""
+    peak = float(np.abs(data).max(initial=0.0))
+    if peak <= 1.0:
+        return data
+    if clip == "rescale":
+        return data / peak
+    if clip == "warn":
+        count = int((np.abs(data) > 1.0).sum())
+        warnings.warn(
+            f"{path}: clipped {count} of {data.size} samples "
+            f"({100 * count / data.size:.3g} %, peak {peak:.3f}) to [-1, 1]; write FLOAT "
+            "(--bits 32) to keep them, or rescale",
+            ClippingWarning,
+            stacklevel=3,
+        )
+    return np.clip(data, -1.0, 1.0)
+
+
+def _check_file(path: PathLike) -> Path:
+    """Refuse missing, empty and unsupported files before any decoder sees them."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    if path.suffix.lower() not in READ_EXTENSIONS:
+        raise AudioError(
+            path,
+            f"unsupported extension {path.suffix or '(none)'!r}; supported: "
+            f"{', '.join(READ_EXTENSIONS)} (convert other formats to wav or flac)",
+        )
+    if path.stat().st_size == 0:
+        raise AudioError(path, "the file is empty (0 bytes)")
+    return path
+
+
+def _check_stream_zero(path: Path, stream: int) -> None:
+    if stream != 0:
+        raise AudioError(
+            path, f"has a single audio stream; stream={stream} is only for m4a/mp4 files"
+        )
+
+
+def _unreadable(path: Path, error: Exception) -> AudioError:
+    kind = path.suffix.lower()[1:]
+    return AudioError(
+        path,
+        f"not a readable {kind} file; it may be corrupt, truncated or of another format "
+        f"(decoder said: {error})",
+    )
+
+
+def _zero_length(path: Path) -> AudioError:
+    return AudioError(path, "contains no audio (zero length)")
+
+
+def _read_soundfile(path: Path, *, start: int, frames: int | None) -> tuple[np.ndarray, int]:
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            total = handle.frames
+            if total == 0:
+                raise _zero_length(path)
+            if start >= total:
+                raise AudioError(
+                    path, f"start sample {start} is past the end of the file ({total} samples)"
+                )
+            count = total - start if frames is None else min(frames, total - start)
+            # An mp3 decoder that lands mid-stream lacks the bit reservoir of the frames
+            # before, so its first output differs from a full decode: start decoding a few
+            # frames early and drop them to make an excerpt equal the slice of a full read.
+            warmup = min(start, _SEEK_WARMUP.get(path.suffix.lower(), 0))
+            if start:
+                handle.seek(start - warmup)
+            data = handle.read(count + warmup, dtype="float32", always_2d=True)[warmup:]
+            rate = handle.samplerate
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise _unreadable(path, error) from error
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def _which(program: str, path: Path) -> str:
+    found = shutil.which(program)
+    if found is None:
+        raise AudioError(
+            path, f"reading {path.suffix} files needs the {program} program; {_INSTALL_FFMPEG}"
+        )
+    return found
+
+
+def _probe(path: Path, stream: int) -> tuple[AudioInfo, bool]:
+    """ffprobe one audio stream; the flag says whether ``frames`` is exact (from the container)."""
+    ffprobe = _which("ffprobe", path)
+    command = [
+        ffprobe, "-v", "error", "-select_streams", "a",
+        "-show_entries", "stream=codec_name,sample_rate,channels,duration,duration_ts,time_base",
+        "-show_entries", "format=duration", "-of", "json", str(path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise _unreadable(path, RuntimeError(_last_line(result.stderr)))
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError as error:
+        raise _unreadable(path, error) from error
+    streams = report.get("streams") or []
+    if not streams:
+        raise AudioError(path, "has no audio stream")
+    if not 0 <= stream < len(streams):
+        raise AudioError(
+            path, f"has no audio stream {stream}; it has {len(streams)} (0 to {len(streams) - 1})"
+        )
+    entry = streams[stream]
+    try:
+        rate = int(entry["sample_rate"])
+        channels = int(entry["channels"])
+    except (KeyError, ValueError) as error:
+        raise _unreadable(
+            path, RuntimeError(f"ffprobe gave no rate or channels ({error})")
+        ) from error
+    # The container's sample count is exact when the stream is timed in samples (mp4/m4a);
+    # otherwise (raw ADTS .aac) only a duration estimated from the bit rate is known.
+    exact = entry.get("time_base") == f"1/{rate}" and "duration_ts" in entry
+    if exact:
+        nb_frames = int(entry["duration_ts"])
+    else:
+        seconds = entry.get("duration") or report.get("format", {}).get("duration") or 0
+        nb_frames = round(float(seconds) * rate)
+    if rate <= 0 or channels <= 0:
+        raise _unreadable(path, RuntimeError(f"ffprobe gave rate {rate} and channels {channels}"))
+    info = AudioInfo(nb_frames, rate, channels, nb_frames / rate, str(entry.get("codec_name")))
+    return info, exact
+
+
+def _read_ffmpeg(
+    path: Path, *, start: int, frames: int | None, stream: int
+) -> tuple[np.ndarray, int]:
+    info, exact = _probe(path, stream)
+    if exact and info.frames == 0:
+        raise _zero_length(path)
+    if exact and start >= info.frames:
+        raise AudioError(
+            path, f"start sample {start} is past the end of the file ({info.frames} samples)"
+        )
+    ffmpeg = _which("ffmpeg", path)
+    # atrim counts samples at the stream's own rate, so the excerpt is sample-exact; the end
+    # also drops the encoder padding that AAC decoders return past the container's length.
+    end = None if frames is None else start + frames
+    if exact:
+        end = info.frames if end is None else min(end, info.frames)
+    trim = [f"start_sample={start}"] + ([] if end is None else [f"end_sample={end}"])
+    command = [
+        ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", f"0:a:{stream}",
+        "-af", "atrim=" + ":".join(trim), "-f", "f32le", "-c:a", "pcm_f32le", "-",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        message = _last_line(result.stderr.decode(errors="replace"))
+        raise _unreadable(path, RuntimeError(message))
+    data = np.frombuffer(result.stdout, dtype="<f4")
+    if data.size == 0:
+        if start == 0:
+            raise _zero_length(path)
+        raise AudioError(path, f"start sample {start} is past the end of the file")
+    if data.size % info.channels:
+        raise _unreadable(path, RuntimeError("decoded data do not fill whole frames"))
+    data = data.reshape(-1, info.channels).T.astype(np.float32)
+    return np.ascontiguousarray(data), info.sample_rate
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
