@@ -158,7 +158,7 @@ def provenance(seed: int | None = None, data_fingerprint: str | None = None) -> 
         "git_dirty": dirty,
         "seed": seed,
         "data_fingerprint": data_fingerprint,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -258,7 +258,7 @@ def _train_one_epoch(
         if config.optim.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
         optimizer.step()
-        total += float(loss)
+        total += loss.item()
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
