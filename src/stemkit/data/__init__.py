@@ -1,38 +1,36 @@
 """Datasets, splits, sampling and augmentation for training and evaluation.
 
-The generator of synthetic multitrack data lives in :mod:`stemkit.data.synth`.
+The generator of synthetic multitrack data lives in :mod:`stemkit.data.synth`. The names below
+are imported on first use, so that ``import stemkit.data.synth`` (and its worker processes) does
+not pay for importing torch.
 """
 
 from __future__ import annotations
 
-from stemkit.data.augment import random_channel_swap, random_gain
-from stemkit.data.musdb import (
-    MIXTURE,
-    MUSDB_VALID_TRACKS,
-    SPLITS,
-    SUBSETS,
-    Excerpt,
-    MusdbHQ,
-    Track,
-    list_tracks,
-    load_split,
-    split_tracks,
-)
-from stemkit.data.sampling import derive_seed, item_generator
+import importlib
+from typing import Any
 
-__all__ = [
-    "MIXTURE",
-    "MUSDB_VALID_TRACKS",
-    "SPLITS",
-    "SUBSETS",
-    "Excerpt",
-    "MusdbHQ",
-    "Track",
-    "derive_seed",
-    "item_generator",
-    "list_tracks",
-    "load_split",
-    "random_channel_swap",
-    "random_gain",
-    "split_tracks",
-]
+_EXPORTS = {
+    "random_channel_swap": "stemkit.data.augment",
+    "random_gain": "stemkit.data.augment",
+    "MIXTURE": "stemkit.data.musdb",
+    "MUSDB_VALID_TRACKS": "stemkit.data.musdb",
+    "SPLITS": "stemkit.data.musdb",
+    "SUBSETS": "stemkit.data.musdb",
+    "Excerpt": "stemkit.data.musdb",
+    "MusdbHQ": "stemkit.data.musdb",
+    "Track": "stemkit.data.musdb",
+    "list_tracks": "stemkit.data.musdb",
+    "load_split": "stemkit.data.musdb",
+    "split_tracks": "stemkit.data.musdb",
+    "derive_seed": "stemkit.data.sampling",
+    "item_generator": "stemkit.data.sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stemkit.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
