@@ -84,7 +84,7 @@ def test_resuming_with_another_configuration_is_refused(hq_tree: Path, tmp_path:
 def test_bad_overrides_name_the_key() -> None:
     with pytest.raises(StemkitError, match="no_such_key"):
         resolve_config(None, ["optim.no_such_key=1"])
-    with pytest.raises(StemkitError, match="optim.lr"):
+    with pytest.raises(StemkitError, match=r"optim\.lr"):
         resolve_config(None, ["optim.lr=fast"])
 
 

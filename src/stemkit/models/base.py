@@ -42,5 +42,5 @@ class SeparationModel(nn.Module):
         self.causal = causal
 
     def forward(self, mixture: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Separate ``mixture`` ``(batch, channels, time)`` into ``(batch, sources, channels, time)``."""
+        """Separate ``(batch, channels, time)`` into ``(batch, sources, channels, time)``."""
         raise NotImplementedError

@@ -34,6 +34,8 @@ from stemkit import models
 from stemkit.errors import StemkitError
 from stemkit.losses import l1_loss, mse_loss
 from stemkit.models.base import SeparationModel
+from stemkit.models.umx import OpenUnmix
+from stemkit.separator import Separator
 from stemkit.train.checkpoint import (
     load_checkpoint,
     provenance,
@@ -57,7 +59,7 @@ def compute_loss(model: SeparationModel, mixture: Tensor, stems: Tensor, loss: s
             only), ``"l1"`` or ``"mse"`` on waveforms.
     """
     if loss == "spectral_mse":
-        if not hasattr(model, "forward_magnitudes"):
+        if not isinstance(model, Separator):
             raise StemkitError(
                 f"loss 'spectral_mse' needs a spectrogram model, not {model.model_name}"
             )
@@ -74,7 +76,7 @@ def compute_loss(model: SeparationModel, mixture: Tensor, stems: Tensor, loss: s
 
 
 @torch.no_grad()
-def fit_input_statistics(model: SeparationModel, dataset: Any, progress: bool = False) -> None:
+def fit_input_statistics(model: Separator, dataset: Any, progress: bool = False) -> None:
     """Fit the input standardisation of each spectrogram core on full training mixtures.
 
     As in the Open-Unmix recipe: mean and standard deviation per frequency bin over every frame
@@ -94,8 +96,10 @@ def fit_input_statistics(model: SeparationModel, dataset: Any, progress: bool = 
     if total is None or total_sq is None or count < 2:
         raise StemkitError("no training audio to fit the input statistics on")
     mean = total / count
-    std = ((total_sq / count - mean**2).clamp_min(0.0) * count / (count - 1)).sqrt()
-    for core in model.target_models.values():  # type: ignore[union-attr, operator]
+    # Population standard deviation, as sklearn's StandardScaler in the reference recipe.
+    std = (total_sq / count - mean**2).clamp_min(0.0).sqrt()
+    for core in model.target_models.values():
+        assert isinstance(core, OpenUnmix)
         core.set_statistics(mean.float(), std.float())
 
 
@@ -179,7 +183,7 @@ def train(
         ledger = CostLedger.from_dict(payload["ledger"])
         if progress:
             print(f"resuming {run_dir} at epoch {start_epoch}")
-    elif config.model.input_statistics and hasattr(model, "forward_magnitudes"):
+    elif config.model.input_statistics and isinstance(model, Separator):
         fit_input_statistics(model, _full_tracks(config, "train"), progress=progress)
 
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())

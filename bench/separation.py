@@ -1,0 +1,329 @@
+"""Benchmark: stemkit's Open-Unmix against the ``openunmix`` package, same weights, same audio.
+
+Builds our ``umx`` (umxhq configuration: hidden 512, 4 targets, 16 kHz bandwidth) with random
+weights and non-trivial statistics, copies the weights into ``openunmix.model.Separator``,
+separates the same stereo noise with both, checks that the stems agree, and measures
+
+* real-time factor: wall time / audio duration, best of ``--repeats`` runs after a warm-up;
+* peak memory: the process's maximum resident set size (``resource.getrusage``), each
+  implementation and setting in a fresh subprocess so that no run inherits another's peak.
+
+Writes ``bench/results/separation.json`` and ``bench/results/separation.md``.
+
+Usage:
+    python bench/separation.py [--duration 30] [--niter 0 1] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RATE = 44100
+IMPLEMENTATIONS = ("openunmix", "stemkit")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _status_mib(field: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ≥ 4.0), so the peak covers separation only."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _getrusage_mib() -> float:
+    # ru_maxrss is in KiB on Linux; it can carry the parent's peak over the exec
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@torch.no_grad()
+def _randomize(core: torch.nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial input/output statistics and batch-norm state, as trained weights have."""
+    for name, param in core.named_parameters():
+        if name in {"input_scale", "output_scale"}:
+            param.copy_(0.5 + torch.rand(param.shape, generator=gen))
+        elif name in {"input_mean", "output_mean"} or name.startswith("bn"):
+            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
+    for name, buf in core.named_buffers():
+        if name.endswith("running_mean"):
+            buf.copy_(0.2 * torch.randn(buf.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+
+
+def _build(implementation: str, niter: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The model of ``implementation`` holding ``state`` (our Separator's state_dict)."""
+    if implementation == "stemkit":
+        from stemkit.models import build
+
+        ours = build("umx", niter=niter)
+        ours.load_state_dict(state)
+        return ours.eval()
+    # openunmix imports torchaudio at module level but never uses it on this path
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+    from openunmix import model as upstream
+
+    cores = {}
+    for name in ("vocals", "drums", "bass", "other"):
+        prefix = f"target_models.{name}."
+        core = upstream.OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487)
+        core.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
+        )
+        cores[name] = core
+    return upstream.Separator(cores, niter=niter, n_fft=4096, n_hop=1024, nb_channels=2).eval()
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Runs in a fresh process: load, warm up, time, save the stems, report as one JSON line."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir)
+    niter = args.niter[0]
+    model = _build(args.worker, niter, torch.load(workdir / "weights.pt", weights_only=True))
+    mixture = torch.load(workdir / "mixture.pt", weights_only=True)
+    gc.collect()
+    rss_loaded = _status_mib("VmRSS")
+    peak_reset = _reset_peak_rss()
+    times = []
+    with torch.inference_mode():
+        stems = model(mixture)  # warm-up
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            stems = model(mixture)
+            times.append(time.perf_counter() - start)
+    peak = _status_mib("VmHWM") if peak_reset else None
+    report = {
+        "times_s": times,
+        "rss_loaded_mib": rss_loaded,
+        # without /proc, fall back to getrusage (then the peak includes loading)
+        "rss_peak_mib": peak if peak is not None else _getrusage_mib(),
+        "peak_method": "VmHWM after clear_refs" if peak is not None else "getrusage ru_maxrss",
+        "getrusage_max_rss_mib": _getrusage_mib(),
+        "threads": torch.get_num_threads(),
+    }
+    torch.save(stems.clone(), workdir / f"{args.worker}_niter{niter}.pt")
+    print(json.dumps(report))
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_gib = int(meminfo[0].split()[1]) / 1024**2
+    except OSError:
+        mem_gib = float("nan")
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "openunmix": _version("openunmix"),
+        "device": "cpu",
+    }
+
+
+def _run_worker(
+    implementation: str, niter: int, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        implementation,
+        "--niter",
+        str(niter),
+        "--workdir",
+        str(workdir),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{implementation} (niter={niter}) failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(args: argparse.Namespace) -> None:
+    from stemkit.models import build
+
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = build("umx")
+    for core in model.target_models.values():
+        _randomize(core, gen)
+    mixture = 0.25 * torch.randn(1, 2, int(args.duration * RATE), generator=gen)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="stemkit-bench-") as tmp:
+        workdir = Path(tmp)
+        torch.save(model.state_dict(), workdir / "weights.pt")
+        torch.save(mixture, workdir / "mixture.pt")
+        for niter in args.niter:
+            reports = {}
+            for implementation in IMPLEMENTATIONS:
+                print(f"running {implementation} niter={niter} ...", flush=True)
+                reports[implementation] = _run_worker(implementation, niter, workdir, args)
+            ours = torch.load(workdir / f"stemkit_niter{niter}.pt", weights_only=True)
+            ref = torch.load(workdir / f"openunmix_niter{niter}.pt", weights_only=True)
+            max_rel_err = float((ours - ref).abs().max() / ref.abs().max())
+            for implementation, report in reports.items():
+                best = min(report["times_s"])
+                rows.append(
+                    {
+                        "implementation": implementation,
+                        "niter": niter,
+                        "rtf_best": best / args.duration,
+                        "rtf_median": statistics.median(report["times_s"]) / args.duration,
+                        "times_s": report["times_s"],
+                        "peak_rss_mib": report["rss_peak_mib"],
+                        "separation_rss_mib": report["rss_peak_mib"]
+                        - (report["rss_loaded_mib"] or 0.0),
+                        "peak_method": report["peak_method"],
+                        "threads": report["threads"],
+                        "max_rel_err_vs_openunmix": max_rel_err,
+                    }
+                )
+    load_after = os.getloadavg()
+
+    ratios = []
+    for niter in args.niter:
+        mine, theirs = (
+            next(r for r in rows if r["implementation"] == impl and r["niter"] == niter)
+            for impl in ("stemkit", "openunmix")
+        )
+        ratios.append(
+            {
+                "niter": niter,
+                "rtf_ratio": mine["rtf_best"] / theirs["rtf_best"],
+                "peak_rss_ratio": mine["peak_rss_mib"] / theirs["peak_rss_mib"],
+                "separation_rss_ratio": mine["separation_rss_mib"]
+                / max(theirs["separation_rss_mib"], 1e-9),
+                "max_rel_err": mine["max_rel_err_vs_openunmix"],
+            }
+        )
+    result = {
+        "benchmark": "Open-Unmix separation, umxhq configuration, random weights",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "audio": {"duration_s": args.duration, "rate": RATE, "channels": 2, "signal": "noise"},
+        "repeats": args.repeats,
+        "machine": _machine(),
+        "load_average_before_after": [load_before, load_after],
+        "rows": rows,
+        "ratios_stemkit_over_openunmix": ratios,
+    }
+    table = _markdown(result)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "separation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "separation.md").write_text(table)
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    lines = [
+        "# Separation benchmark: stemkit `umx` vs `openunmix` Separator",
+        "",
+        f"{result['audio']['duration_s']:g} s of stereo noise at {RATE} Hz, umxhq configuration "
+        "(hidden 512, 4 targets, max_bin 1487), the same random weights in both; real-time "
+        f"factor = wall time / audio duration, best of {result['repeats']} after a warm-up; "
+        "peak RSS in a fresh process per row, from the kernel's high-water mark (`VmHWM`) "
+        "reset after loading, so it covers the separation runs; 'separation' = that peak minus "
+        "the RSS after loading the model and audio.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['logical_cores']} logical cores, "
+        f"{machine['memory_gib']} GiB, {machine['platform']}, Python {machine['python']}, "
+        f"torch {machine['torch']}, openunmix {machine['openunmix']}, device {machine['device']}. "
+        "Load average (1/5/15 min) "
+        f"before {_fmt_load(result['load_average_before_after'][0])}, after "
+        f"{_fmt_load(result['load_average_before_after'][1])}. Date {result['date']}.",
+        "",
+        "| implementation | niter | RTF best | RTF median | peak RSS (MiB) | separation (MiB) "
+        "| max rel. error |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['implementation']} | {row['niter']} | {row['rtf_best']:.3f} "
+            f"| {row['rtf_median']:.3f} | {row['peak_rss_mib']:.0f} "
+            f"| {row['separation_rss_mib']:.0f} | {row['max_rel_err_vs_openunmix']:.1e} |"
+        )
+    lines += [
+        "",
+        "| niter | RTF ratio (stemkit / openunmix) | peak RSS ratio | separation RSS ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for ratio in result["ratios_stemkit_over_openunmix"]:
+        lines.append(
+            f"| {ratio['niter']} | {ratio['rtf_ratio']:.2f} | {ratio['peak_rss_ratio']:.2f} "
+            f"| {ratio['separation_rss_ratio']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_load(load: list[float] | tuple[float, ...]) -> str:
+    return "/".join(f"{value:.2f}" for value in load)
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio")
+    parser.add_argument("--niter", type=int, nargs="+", default=[0, 1], help="Wiener EM steps")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = _parse()
+    if arguments.worker:
+        worker(arguments)
+    else:
+        main(arguments)

@@ -1,0 +1,184 @@
+"""Short-time Fourier transform on native complex tensors, with the Open-Unmix conventions.
+
+One-sided transform, Hann window of length ``n_fft``, no normalisation, reflect padding when
+``center`` is set. The layout is ``(..., nb_bins, nb_frames)`` with ``nb_bins = n_fft // 2 + 1``:
+a waveform ``(batch, channels, time)`` becomes ``(batch, channels, nb_bins, nb_frames)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+_WINDOWS = {"hann": torch.hann_window}
+_ISTFT_CHUNK_VALUES = 1 << 23
+
+
+def _make_window(window: str, n_fft: int) -> Tensor:
+    if window not in _WINDOWS:
+        raise ValueError(f"unknown STFT window {window!r}; choose one of {sorted(_WINDOWS)}")
+    return _WINDOWS[window](n_fft)
+
+
+def _check_sizes(n_fft: int, n_hop: int) -> None:
+    if n_fft <= 0 or n_hop <= 0:
+        raise ValueError(f"n_fft and n_hop must be positive, got n_fft={n_fft}, n_hop={n_hop}")
+    if n_hop > n_fft:
+        raise ValueError(f"n_hop ({n_hop}) larger than n_fft ({n_fft}) skips samples; lower it")
+
+
+class STFT(nn.Module):
+    """Multichannel STFT: waveform ``(..., time)`` → complex ``(..., nb_bins, nb_frames)``.
+
+    The window is a non-persistent buffer: it follows ``.to(device)`` but stays out of the
+    ``state_dict``, so models keep the same keys as their upstream counterparts.
+
+    Args:
+        n_fft: FFT size and window length in samples.
+        n_hop: hop size in samples.
+        center: pad ``n_fft // 2`` samples on both sides (reflect) so that frame ``k`` is centred
+            on sample ``k * n_hop``. Needed for perfect reconstruction; Open-Unmix trains with
+            ``center=False`` and separates with ``center=True``.
+        window: window name; only ``"hann"`` (periodic) for now.
+    """
+
+    window: Tensor
+
+    def __init__(
+        self, n_fft: int = 4096, n_hop: int = 1024, center: bool = False, window: str = "hann"
+    ) -> None:
+        super().__init__()
+        _check_sizes(n_fft, n_hop)
+        self.n_fft = n_fft
+        self.n_hop = n_hop
+        self.center = center
+        self.register_buffer("window", _make_window(window, n_fft), persistent=False)
+
+    @property
+    def nb_bins(self) -> int:
+        """Number of frequency bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """Transform ``waveform`` ``(..., time)`` into complex ``(..., nb_bins, nb_frames)``."""
+        if waveform.is_complex():
+            raise TypeError("STFT expects a real waveform, got a complex tensor")
+        nb_timesteps = waveform.shape[-1]
+        minimum = self.n_fft // 2 + 1 if self.center else self.n_fft
+        if nb_timesteps < minimum:
+            raise ValueError(
+                f"signal of {nb_timesteps} samples is too short for an STFT with n_fft="
+                f"{self.n_fft} (center={self.center}); give at least {minimum} samples"
+            )
+        leading = waveform.shape[:-1]
+        spec = torch.stft(
+            waveform.reshape(-1, nb_timesteps),
+            n_fft=self.n_fft,
+            hop_length=self.n_hop,
+            window=self.window.to(waveform.dtype),
+            center=self.center,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        return spec.reshape(*leading, *spec.shape[-2:])
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, n_hop={self.n_hop}, center={self.center}"
+
+
+class ISTFT(nn.Module):
+    """Inverse of :class:`STFT`: complex ``(..., nb_bins, nb_frames)`` → waveform ``(..., time)``.
+
+    Args:
+        n_fft: FFT size and window length in samples.
+        n_hop: hop size in samples.
+        center: must match the forward transform.
+        window: window name; only ``"hann"`` for now.
+    """
+
+    window: Tensor
+
+    def __init__(
+        self, n_fft: int = 4096, n_hop: int = 1024, center: bool = False, window: str = "hann"
+    ) -> None:
+        super().__init__()
+        _check_sizes(n_fft, n_hop)
+        self.n_fft = n_fft
+        self.n_hop = n_hop
+        self.center = center
+        self.register_buffer("window", _make_window(window, n_fft), persistent=False)
+
+    def forward(self, spec: Tensor, length: int | None = None) -> Tensor:
+        """Invert ``spec`` ``(..., nb_bins, nb_frames)`` into ``(..., time)``.
+
+        Args:
+            spec: complex spectrogram.
+            length: number of output samples; the signal is cropped or zero-padded to it. Give
+                the input length of the forward transform to undo it exactly.
+        """
+        if not spec.is_complex():
+            raise TypeError("ISTFT expects a complex spectrogram (..., nb_bins, nb_frames)")
+        if spec.shape[-2] != self.n_fft // 2 + 1:
+            raise ValueError(
+                f"spectrogram has {spec.shape[-2]} bins, expected {self.n_fft // 2 + 1} for "
+                f"n_fft={self.n_fft}"
+            )
+        leading = spec.shape[:-2]
+        rows = spec.reshape(-1, *spec.shape[-2:])
+        # The inverse FFT of all frames is a (rows, n_fft, nb_frames) buffer, twice the size of
+        # the complex input; a few rows at a time bound it (~32 MB) at no cost in speed.
+        per_chunk = max(1, _ISTFT_CHUNK_VALUES // (self.n_fft * rows.shape[-1]))
+        window = self.window.to(spec.real.dtype)
+        pieces = [
+            torch.istft(
+                chunk,
+                n_fft=self.n_fft,
+                hop_length=self.n_hop,
+                window=window,
+                center=self.center,
+                normalized=False,
+                onesided=True,
+                length=length,
+            )
+            for chunk in rows.split(per_chunk)
+        ]
+        waveform = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        return waveform.reshape(*leading, waveform.shape[-1])
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, n_hop={self.n_hop}, center={self.center}"
+
+
+def magnitude(spec: Tensor, mono: bool = False) -> Tensor:
+    """Magnitude (power 1) of a complex spectrogram.
+
+    Args:
+        spec: complex ``(..., nb_channels, nb_bins, nb_frames)``.
+        mono: average the magnitudes over the channel axis (``-3``), keeping it with size 1.
+            Downmixing magnitudes rather than waveforms keeps the energy of out-of-phase
+            channels.
+
+    Returns:
+        Real ``(..., nb_channels, nb_bins, nb_frames)``, or ``(..., 1, nb_bins, nb_frames)``
+        when ``mono``.
+    """
+    mag = spec.abs()
+    if mono:
+        mag = mag.mean(dim=-3, keepdim=True)
+    return mag
+
+
+def bandwidth_to_max_bin(rate: float, n_fft: int, bandwidth: float) -> int:
+    """Number of bins on the one-sided grid whose frequency is at most ``bandwidth`` Hz.
+
+    The grid is ``linspace(0, rate / 2, n_fft // 2 + 1)``; 16 kHz at 44.1 kHz with
+    ``n_fft=4096`` gives 1487.
+    """
+    freqs = np.linspace(0, float(rate) / 2, n_fft // 2 + 1, endpoint=True)
+    below = np.nonzero(freqs <= bandwidth)[0]
+    if below.size == 0:
+        raise ValueError(f"bandwidth {bandwidth} Hz keeps no frequency bin; give a value >= 0")
+    return int(below.max()) + 1

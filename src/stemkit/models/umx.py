@@ -1,0 +1,234 @@
+"""Open-Unmix (Stöter et al., 2019): the spectrogram-masking core and its registry entry.
+
+The core keeps the layer order, attribute names and therefore the ``state_dict`` keys of the
+``openunmix`` package (reference/spec-notes.md §2.3), so that its published weights load with
+``load_state_dict`` unchanged. One core per target; :class:`stemkit.separator.Separator` turns
+the cores into a waveform-to-stems model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stemkit import MUSDB_SOURCES
+from stemkit.dsp.stft import bandwidth_to_max_bin
+from stemkit.models.registry import register
+from stemkit.separator import Separator
+
+__all__ = ["OpenUnmix", "umx"]
+
+ArrayLike = Tensor | np.ndarray | Sequence[float]
+
+
+def _as_vector(values: ArrayLike, name: str) -> Tensor:
+    vector = torch.as_tensor(np.asarray(values, dtype=np.float64)).float().flatten()
+    if not torch.isfinite(vector).all():
+        raise ValueError(f"{name} holds non-finite values; recompute the training statistics")
+    return vector
+
+
+class OpenUnmix(nn.Module):
+    """Open-Unmix core: magnitude spectrogram in, masked magnitude spectrogram out.
+
+    Layers: crop to ``max_bin`` bins → standardise (``+ input_mean``, ``× input_scale``) →
+    ``fc1`` (no bias) → ``bn1`` → tanh → ``lstm`` (``nb_layers``, bidirectional with
+    ``hidden_size // 2`` units per direction, or unidirectional with ``hidden_size``; dropout
+    0.4 between layers) → concatenate tanh output and LSTM output → ``fc2`` → ``bn2`` → ReLU →
+    ``fc3`` → ``bn3`` → ``× output_scale + output_mean`` → ReLU → × input magnitude.
+
+    Args:
+        nb_bins: number of output bins, ``n_fft // 2 + 1``.
+        nb_channels: audio channels of the input spectrogram (1 or 2).
+        hidden_size: width of the bottleneck (512 for umx/umxhq, 1024 for umxl).
+        nb_layers: LSTM layers.
+        unidirectional: causal variant (a forward-only LSTM of ``hidden_size`` units).
+        max_bin: bins kept at the input; ``None`` keeps all. 1487 for a 16 kHz bandwidth.
+        input_mean: per-bin mean of the training magnitudes (length ≥ ``max_bin``); see
+            :meth:`set_statistics`. ``None`` leaves zeros.
+        input_scale: per-bin standard deviation, the companion of ``input_mean`` (upstream's
+            argument name, though it holds a deviation). ``None`` leaves ones.
+
+    Shapes:
+        forward: ``(batch, nb_channels, nb_bins, nb_frames)`` →
+        ``(batch, nb_channels, nb_bins, nb_frames)``.
+    """
+
+    def __init__(
+        self,
+        nb_bins: int = 2049,
+        nb_channels: int = 2,
+        hidden_size: int = 512,
+        nb_layers: int = 3,
+        unidirectional: bool = False,
+        max_bin: int | None = None,
+        input_mean: ArrayLike | None = None,
+        input_scale: ArrayLike | None = None,
+    ) -> None:
+        super().__init__()
+        if max_bin is not None and not 0 < max_bin <= nb_bins:
+            raise ValueError(f"max_bin must lie in [1, nb_bins={nb_bins}], got {max_bin}")
+        if not unidirectional and hidden_size % 2:
+            raise ValueError(f"a bidirectional core needs an even hidden_size, got {hidden_size}")
+        self.nb_output_bins = nb_bins
+        # upstream treats max_bin=0 like None
+        self.nb_bins = max_bin or nb_bins
+        self.nb_channels = nb_channels
+        self.hidden_size = hidden_size
+        self.unidirectional = unidirectional
+
+        self.fc1 = nn.Linear(self.nb_bins * nb_channels, hidden_size, bias=False)
+        self.bn1 = nn.BatchNorm1d(hidden_size)
+        self.lstm = nn.LSTM(
+            input_size=hidden_size,
+            hidden_size=hidden_size if unidirectional else hidden_size // 2,
+            num_layers=nb_layers,
+            bidirectional=not unidirectional,
+            batch_first=False,
+            dropout=0.4 if nb_layers > 1 else 0.0,
+        )
+        self.fc2 = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+        self.bn2 = nn.BatchNorm1d(hidden_size)
+        self.fc3 = nn.Linear(hidden_size, self.nb_output_bins * nb_channels, bias=False)
+        self.bn3 = nn.BatchNorm1d(self.nb_output_bins * nb_channels)
+
+        # Parameters (not buffers), as upstream: the keys and the parameter count depend on it.
+        self.input_mean = nn.Parameter(torch.zeros(self.nb_bins))
+        self.input_scale = nn.Parameter(torch.ones(self.nb_bins))
+        self.output_scale = nn.Parameter(torch.ones(self.nb_output_bins))
+        self.output_mean = nn.Parameter(torch.ones(self.nb_output_bins))
+        if input_mean is not None or input_scale is not None:
+            self.set_statistics(
+                input_mean if input_mean is not None else np.zeros(self.nb_bins),
+                input_scale if input_scale is not None else np.ones(self.nb_bins),
+            )
+
+    @torch.no_grad()
+    def set_statistics(self, mean: ArrayLike, std: ArrayLike) -> None:
+        """Store the input standardisation as the reference recipe does.
+
+        Keeps ``-mean`` and ``1 / std`` over the first ``max_bin`` bins, with ``std`` floored
+        at ``1e-4 × max(std)`` so that silent bins do not blow up.
+
+        Args:
+            mean: per-bin mean of channel-averaged training magnitudes, length ≥ ``max_bin``.
+            std: per-bin standard deviation, same length rule.
+        """
+        mean_t = _as_vector(mean, "mean")
+        std_t = _as_vector(std, "std")
+        for name, vector in (("mean", mean_t), ("std", std_t)):
+            if vector.numel() < self.nb_bins:
+                raise ValueError(
+                    f"{name} has {vector.numel()} bins, the model keeps {self.nb_bins}"
+                )
+        std_t = std_t[: self.nb_bins]
+        if std_t.max() <= 0:
+            raise ValueError("std is zero everywhere; the statistics come from silent data")
+        std_t = torch.clamp(std_t, min=1e-4 * float(std_t.max()))
+        self.input_mean.copy_(-mean_t[: self.nb_bins])
+        self.input_scale.copy_(1.0 / std_t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mask ``x`` ``(batch, nb_channels, nb_bins, nb_frames)``; returns the same shape."""
+        if x.dim() != 4 or x.shape[1] != self.nb_channels or x.shape[2] != self.nb_output_bins:
+            raise ValueError(
+                f"OpenUnmix expects (batch, {self.nb_channels}, {self.nb_output_bins}, nb_frames),"
+                f" got {tuple(x.shape)}"
+            )
+        # (nb_frames, batch, nb_channels, nb_bins): time first for the LSTM
+        x = x.permute(3, 0, 1, 2)
+        nb_frames, batch, nb_channels, _ = x.shape
+        mix = x.detach()
+
+        x = x[..., : self.nb_bins]
+        x = (x + self.input_mean) * self.input_scale
+        x = self.fc1(x.reshape(-1, nb_channels * self.nb_bins))
+        x = self.bn1(x)
+        x = torch.tanh(x.reshape(nb_frames, batch, self.hidden_size))
+
+        lstm_out, _ = self.lstm(x)
+        x = torch.cat([x, lstm_out], dim=-1)
+
+        x = self.fc2(x.reshape(-1, x.shape[-1]))
+        x = F.relu(self.bn2(x))
+        x = self.bn3(self.fc3(x))
+        x = x.reshape(nb_frames, batch, nb_channels, self.nb_output_bins)
+        x = x * self.output_scale + self.output_mean
+        x = F.relu(x) * mix
+        return x.permute(1, 2, 3, 0)
+
+
+@register("umx")
+def umx(
+    sources: Sequence[str] = MUSDB_SOURCES,
+    hidden_size: int = 512,
+    nb_layers: int = 3,
+    unidirectional: bool = False,
+    sample_rate: int = 44100,
+    nb_channels: int = 2,
+    n_fft: int = 4096,
+    n_hop: int = 1024,
+    bandwidth: float = 16000,
+    niter: int = 0,
+    softmask: bool = False,
+    residual: bool = False,
+    wiener_win_len: int | None = 300,
+) -> Separator:
+    """Open-Unmix separator: one :class:`OpenUnmix` core per source inside a ``Separator``.
+
+    The defaults give the umx/umxhq configuration (hidden 512, 8,893,348 parameters per
+    target); ``hidden_size=1024`` gives umxl. Upstream separates with ``niter=1``; the default
+    here is 0 (mixture phase), the cheaper setting used in training.
+
+    Args:
+        sources: target names, in output order.
+        hidden_size: core width.
+        nb_layers: LSTM layers.
+        unidirectional: causal cores.
+        sample_rate: rate in Hz.
+        nb_channels: 1 or 2.
+        n_fft: FFT size.
+        n_hop: hop size.
+        bandwidth: input bandwidth in Hz (sets ``max_bin``).
+        niter: Wiener EM iterations at separation time.
+        softmask: ratio-mask initial estimates.
+        residual: add a ``"residual"`` stem.
+        wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("umx needs at least one source name")
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"source names must be unique, got {sources}")
+    nb_bins = n_fft // 2 + 1
+    max_bin = bandwidth_to_max_bin(sample_rate, n_fft, bandwidth)
+    cores: dict[str, nn.Module] = {
+        name: OpenUnmix(
+            nb_bins=nb_bins,
+            nb_channels=nb_channels,
+            hidden_size=hidden_size,
+            nb_layers=nb_layers,
+            unidirectional=unidirectional,
+            max_bin=max_bin,
+        )
+        for name in sources
+    }
+    options: dict[str, Any] = {
+        "niter": niter,
+        "softmask": softmask,
+        "residual": residual,
+        "wiener_win_len": wiener_win_len,
+    }
+    return Separator(
+        cores,
+        sample_rate=sample_rate,
+        nb_channels=nb_channels,
+        n_fft=n_fft,
+        n_hop=n_hop,
+        **options,
+    )
