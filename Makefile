@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stemkit-installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
-	bash scripts/setup-system.sh
+	PYTHON=$(PYTHON) bash scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch pulls the CUDA build.
 	$(BIN)/pip install -q torch==2.13.0

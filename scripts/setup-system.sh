@@ -3,7 +3,10 @@
 # song generator, ffmpeg for m4a/aac/mp4 input. Idempotent; asks apt only for what is missing.
 set -euo pipefail
 
+PYTHON=${PYTHON:-python3}
 need=()
+# Debian's own python3 ships venv's pip bootstrap separately.
+"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q libfluidsynth || need+=(libfluidsynth3 fluidsynth)
