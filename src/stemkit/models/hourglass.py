@@ -1,0 +1,428 @@
+"""Stacked hourglass network (SH-Net; Park, Kim, Lee, Kwak, ISMIR 2018) for spectrogram masking.
+
+The layout follows the authors' released code (reference/spec-notes.md §6): 8 kHz mono, STFT
+1024/256, the top bin dropped so that the network sees 512 bins × 64-frame patches normalised
+by the mixture's largest magnitude; a convolutional stem; 4 stacked recursive hourglasses of
+256 channels; after each one a mask per source, fed back into the next stack. Every
+convolution has a bias and "same" padding and is followed by ReLU unless it is one of the
+linear 1×1 projections (masks and re-injection). 34,176,776 parameters with 2 masks,
+34,180,368 with 4.
+
+:class:`StackedHourglass` maps patches to per-stack masks (the training view: the loss sums an
+L1 term over the stacks); :class:`HourglassSeparator` is the waveform model: STFT, sliding-window
+masking with the last stack, mixture phase, iSTFT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stemkit.dsp.stft import ISTFT, STFT, magnitude
+from stemkit.dsp.wiener import initial_estimates
+from stemkit.models.base import SeparationModel
+from stemkit.models.registry import register
+
+__all__ = [
+    "HourglassSeparator",
+    "StackedHourglass",
+    "growth_channels",
+    "shnet",
+    "window_plan",
+]
+
+#: Channels of the stem convolutions before the last one, which outputs the hourglass width.
+STEM_CHANNELS = (64, 128, 128, 128)
+#: Floor of the normalising maximum, so that digital silence stays silence instead of NaN.
+_TINY = 1e-8
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    # The authors' initialisation: normal weights with variance 1 / fan_in, zero biases.
+    nn.init.normal_(conv.weight, std=(1.0 / (in_channels * kernel_size**2)) ** 0.5)
+    assert conv.bias is not None
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class Hourglass(nn.Module):
+    """One recursive hourglass level.
+
+    ``out = relu(up(x)) + upsample(relu(low3(inner(relu(low1(maxpool(x)))))))``, where
+    ``inner`` is the next level or, at the bottom, one more 3×3 conv + ReLU. The pooling is
+    2×2/2 with the last partial window kept (TensorFlow "SAME"), the upsampling nearest-neighbour
+    back to the size of ``x``, so odd sizes work.
+
+    Args:
+        channels: input and output channels of this level.
+        level_channels: channels of the lower branch at each deeper level, outermost first;
+            its length is the number of levels below this one.
+
+    Shapes:
+        forward: ``(batch, channels, nb_bins, nb_frames)`` → same.
+    """
+
+    def __init__(self, channels: int, level_channels: Sequence[int]) -> None:
+        super().__init__()
+        if not level_channels:
+            raise ValueError("an hourglass needs at least one level")
+        inner_channels = int(level_channels[0])
+        self.up1 = _conv(channels, channels, 3)
+        self.low1 = _conv(channels, inner_channels, 3)
+        self.low2: nn.Module
+        if len(level_channels) > 1:
+            self.low2 = Hourglass(inner_channels, level_channels[1:])
+        else:
+            self.low2 = nn.Sequential(_conv(inner_channels, inner_channels, 3), nn.ReLU())
+        self.low3 = _conv(inner_channels, channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        upper = F.relu(self.up1(x))
+        lower = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+        lower = F.relu(self.low1(lower))
+        lower = F.relu(self.low3(self.low2(lower)))
+        return upper + F.interpolate(lower, size=x.shape[-2:], mode="nearest")
+
+
+def growth_channels(channels: int, depth: int) -> list[int]:
+    """Lower-branch widths of the channel-growth variant, outermost level first.
+
+    Start at half the width and grow by a quarter of it per level: 128, 192, 256, 320 for
+    ``channels=256, depth=4`` (27,392,008 parameters with 2 masks, 20 % below the constant
+    256-channel hourglass).
+    """
+    if channels < 4:
+        raise ValueError(f"channel growth needs channels >= 4, got {channels}")
+    return [channels // 2 + level * (channels // 4) for level in range(depth)]
+
+
+class StackedHourglass(nn.Module):
+    """SH-Net core: normalised magnitude patches in, one set of masks per stack out.
+
+    Stem: 7×7 conv 1→64, 3×3 64→128, 128→128, 128→128, 128→``channels`` (ReLU after each).
+    Each stack: hourglass → 3×3 conv → 1×1 conv (ReLU after both) → linear 1×1 conv to
+    ``nb_sources`` masks; before every stack but the last, the features are updated as
+    ``features + 1×1(stack features) + 1×1(masks)`` (both linear).
+
+    Args:
+        nb_sources: masks per stack.
+        channels: hourglass width (256).
+        nb_stacks: hourglasses (4).
+        depth: levels per hourglass, i.e. max-poolings (4).
+        level_channels: lower-branch widths per level, outermost first (length ``depth``);
+            ``None`` keeps ``channels`` everywhere, as the reference code does.
+
+    Shapes:
+        forward: ``(batch, 1, nb_bins, nb_frames)`` → list of ``nb_stacks`` tensors
+        ``(batch, nb_sources, nb_bins, nb_frames)``.
+    """
+
+    def __init__(
+        self,
+        nb_sources: int = 2,
+        channels: int = 256,
+        nb_stacks: int = 4,
+        depth: int = 4,
+        level_channels: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if nb_sources < 1 or channels < 1 or nb_stacks < 1 or depth < 1:
+            raise ValueError(
+                "nb_sources, channels, nb_stacks and depth must be positive, got "
+                f"{nb_sources}, {channels}, {nb_stacks}, {depth}"
+            )
+        levels = [channels] * depth if level_channels is None else [int(c) for c in level_channels]
+        if len(levels) != depth or min(levels) < 1:
+            raise ValueError(f"level_channels needs {depth} positive widths, got {level_channels}")
+        self.nb_sources = nb_sources
+        self.nb_stacks = nb_stacks
+        widths = (1, *STEM_CHANNELS, channels)
+        kernels = (7, 3, 3, 3, 3)
+        self.stem = nn.Sequential(
+            *(
+                layer
+                for c_in, c_out, k in zip(widths[:-1], widths[1:], kernels, strict=True)
+                for layer in (_conv(c_in, c_out, k), nn.ReLU())
+            )
+        )
+        self.hourglasses = nn.ModuleList(Hourglass(channels, levels) for _ in range(nb_stacks))
+        self.features = nn.ModuleList(
+            nn.Sequential(
+                _conv(channels, channels, 3), nn.ReLU(), _conv(channels, channels, 1), nn.ReLU()
+            )
+            for _ in range(nb_stacks)
+        )
+        self.masks = nn.ModuleList(_conv(channels, nb_sources, 1) for _ in range(nb_stacks))
+        self.merge_features = nn.ModuleList(
+            _conv(channels, channels, 1) for _ in range(nb_stacks - 1)
+        )
+        self.merge_masks = nn.ModuleList(
+            _conv(nb_sources, channels, 1) for _ in range(nb_stacks - 1)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Masks of every stack for patches ``x`` ``(batch, 1, nb_bins, nb_frames)``."""
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(
+                f"StackedHourglass expects patches (batch, 1, nb_bins, nb_frames), got "
+                f"{tuple(x.shape)}"
+            )
+        h = self.stem(x)
+        outputs = []
+        for stack in range(self.nb_stacks):
+            features = self.features[stack](self.hourglasses[stack](h))
+            masks = self.masks[stack](features)
+            outputs.append(masks)
+            if stack < self.nb_stacks - 1:
+                h = h + self.merge_features[stack](features) + self.merge_masks[stack](masks)
+        return outputs
+
+
+def window_plan(nb_frames: int, patch_frames: int) -> list[tuple[int, int, int]]:
+    """Which frames each sliding window contributes, covering ``[0, nb_frames)`` exactly once.
+
+    Windows of ``patch_frames`` start every ``patch_frames // 2`` frames while they end before
+    the last frame; one more window is aligned with the end. Each window keeps its central half
+    (frames 16–48 of 64), except that the first keeps everything from frame 0 and the last
+    everything up to the end. The reference code keeps the same frames, but leaves the first
+    16 frames empty when the input is exactly one window long; here every frame is covered.
+
+    Args:
+        nb_frames: frames of the spectrogram, at least ``patch_frames`` (pad shorter inputs).
+        patch_frames: window length, a multiple of 4.
+
+    Returns:
+        ``(start, keep_from, keep_to)`` per window, in frames of the full spectrogram: the
+        window spans ``[start, start + patch_frames)`` and contributes
+        ``[keep_from, keep_to)``; the kept ranges are contiguous and disjoint.
+    """
+    if patch_frames < 4 or patch_frames % 4:
+        raise ValueError(f"patch_frames must be a positive multiple of 4, got {patch_frames}")
+    if nb_frames < patch_frames:
+        raise ValueError(f"{nb_frames} frames are fewer than one window of {patch_frames}")
+    hop, margin = patch_frames // 2, patch_frames // 4
+    # regular windows: those that end before the last frame
+    starts = range(0, nb_frames - patch_frames, hop)
+    keep_from = [start + margin if start else 0 for start in starts]
+    tail_from = len(starts) * hop + margin if starts else 0
+    keep_to = [*keep_from[1:], tail_from][: len(starts)]
+    plan = list(zip(starts, keep_from, keep_to, strict=True))
+    plan.append((nb_frames - patch_frames, tail_from, nb_frames))
+    return plan
+
+
+class HourglassSeparator(SeparationModel):
+    """Waveform model around :class:`StackedHourglass`: mono STFT masking at a fixed rate.
+
+    ``forward``: STFT (centred) → magnitude → divide by the mixture's largest magnitude →
+    sliding 64-frame windows (:func:`window_plan`), batched → masks of the last stack, clipped
+    at 0 → × mixture magnitude → mixture phase → iSTFT. The network sees the first
+    ``n_fft // 2`` bins; the top (Nyquist) bin takes the mask of the bin below it, where the
+    reference code drops it. Normalisation uses the whole input, so chunked inference
+    normalises each chunk by its own maximum.
+
+    Args:
+        net: the core; its ``nb_sources`` must equal ``len(sources)``.
+        sources: stem names, in mask order.
+        sample_rate: rate in Hz (8000).
+        n_fft: FFT size (1024).
+        n_hop: hop size (256).
+        patch_frames: window length in frames (64), a multiple of 4.
+        window_batch: windows per network call; bounds memory on long inputs.
+
+    Shapes:
+        forward: ``(batch, 1, time)`` → ``(batch, nb_sources, 1, time)``.
+    """
+
+    def __init__(
+        self,
+        net: StackedHourglass,
+        *,
+        sources: Sequence[str],
+        sample_rate: int = 8000,
+        n_fft: int = 1024,
+        n_hop: int = 256,
+        patch_frames: int = 64,
+        window_batch: int = 4,
+    ) -> None:
+        sources = list(sources)
+        if len(sources) != net.nb_sources:
+            raise ValueError(
+                f"{len(sources)} source names for a network with {net.nb_sources} masks"
+            )
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"source names must be unique, got {sources}")
+        if patch_frames < 4 or patch_frames % 4:
+            raise ValueError(f"patch_frames must be a positive multiple of 4, got {patch_frames}")
+        if window_batch < 1:
+            raise ValueError(f"window_batch must be positive, got {window_batch}")
+        super().__init__(sources, sample_rate=sample_rate, audio_channels=1, causal=False)
+        self.net = net
+        self.n_fft = n_fft
+        self.n_hop = n_hop
+        self.patch_frames = patch_frames
+        self.window_batch = window_batch
+        self.stft = STFT(n_fft, n_hop, center=True)
+        self.istft = ISTFT(n_fft, n_hop, center=True)
+
+    @property
+    def nb_bins(self) -> int:
+        """Bins the network sees, ``n_fft // 2`` (the STFT has one more)."""
+        return self.n_fft // 2
+
+    def _check_waveform(self, waveform: Tensor) -> None:
+        if waveform.dim() < 2 or waveform.shape[-2] != 1:
+            raise ValueError(
+                "SH-Net separates mono audio (..., 1, time); got shape "
+                f"{tuple(waveform.shape)}: average the channels first"
+            )
+
+    def magnitudes(self, waveform: Tensor) -> Tensor:
+        """Mixture (or target) magnitude spectrogram, all bins, not normalised.
+
+        Args:
+            waveform: ``(..., 1, time)``.
+
+        Returns:
+            ``(..., 1, n_fft // 2 + 1, nb_frames)``; the network uses the first
+            :attr:`nb_bins`.
+        """
+        self._check_waveform(waveform)
+        return magnitude(self.stft(waveform))
+
+    @staticmethod
+    def normaliser(mix_mag: Tensor) -> Tensor:
+        """Largest magnitude per item, ``(batch, 1, 1, 1)`` for ``(batch, 1, bins, frames)``.
+
+        The reference recipe divides the mixture and the target magnitudes by it.
+        """
+        return mix_mag.amax(dim=(-3, -2, -1), keepdim=True).clamp_min(_TINY)
+
+    def stack_masks(self, mix_mag_patches: Tensor) -> list[Tensor]:
+        """Masks of every stack, for the training loss ``Σ_stacks mean|Y − X ⊙ M|``.
+
+        Args:
+            mix_mag_patches: normalised mixture magnitudes ``(batch, 1, nb_bins, patch_frames)``
+                (see :meth:`normaliser`; ``nb_bins`` = ``n_fft // 2``).
+
+        Returns:
+            ``nb_stacks`` tensors ``(batch, nb_sources, nb_bins, patch_frames)``, unclipped.
+        """
+        if mix_mag_patches.dim() != 4 or mix_mag_patches.shape[-2] != self.nb_bins:
+            raise ValueError(
+                f"expected patches (batch, 1, {self.nb_bins}, nb_frames), got "
+                f"{tuple(mix_mag_patches.shape)}"
+            )
+        return self.net(mix_mag_patches)
+
+    def masks(self, mix_mag: Tensor) -> Tensor:
+        """Last-stack masks over a whole spectrogram by sliding windows.
+
+        Args:
+            mix_mag: ``(batch, 1, n_fft // 2 + 1, nb_frames)``, not normalised.
+
+        Returns:
+            ``(batch, nb_sources, 1, n_fft // 2 + 1, nb_frames)``, non-negative.
+        """
+        if mix_mag.dim() != 4 or mix_mag.shape[1:3] != (1, self.nb_bins + 1):
+            raise ValueError(
+                f"expected (batch, 1, {self.nb_bins + 1}, nb_frames), got {tuple(mix_mag.shape)}"
+            )
+        batch, _, _, nb_frames = mix_mag.shape
+        x = (mix_mag / self.normaliser(mix_mag))[..., : self.nb_bins, :]
+        if nb_frames < self.patch_frames:
+            x = F.pad(x, (0, self.patch_frames - nb_frames))
+        plan = window_plan(x.shape[-1], self.patch_frames)
+        # (batch · nb_windows, 1, nb_bins, patch_frames), window-major within each item
+        windows = torch.stack([x[..., s : s + self.patch_frames] for s, _, _ in plan], dim=1)
+        windows = windows.flatten(0, 1)
+        outputs = [self.net(chunk)[-1] for chunk in windows.split(self.window_batch)]
+        masks = torch.cat(outputs).unflatten(0, (batch, len(plan)))
+        pieces = [masks[:, k, ..., a - s : b - s] for k, (s, a, b) in enumerate(plan)]
+        full = torch.cat(pieces, dim=-1)[..., :nb_frames].clamp_min(0)
+        # the Nyquist bin, which the network does not see, shares the mask of its neighbour
+        full = torch.cat([full, full[..., -1:, :]], dim=-2)
+        return full.unsqueeze(2)
+
+    def forward_magnitudes(self, mix_mag: Tensor) -> Tensor:
+        """Magnitude estimates: last-stack masks × ``mix_mag``.
+
+        Args:
+            mix_mag: ``(batch, 1, n_fft // 2 + 1, nb_frames)``.
+
+        Returns:
+            ``(batch, nb_sources, 1, n_fft // 2 + 1, nb_frames)``.
+        """
+        return self.masks(mix_mag) * mix_mag.unsqueeze(1)
+
+    def forward(self, mixture: Tensor) -> Tensor:
+        """Separate ``mixture`` ``(batch, 1, time)`` into ``(batch, nb_sources, 1, time)``."""
+        if mixture.dim() != 3:
+            raise ValueError(
+                f"expected a waveform (batch, 1, time), got shape {tuple(mixture.shape)}"
+            )
+        self._check_waveform(mixture)
+        mix_stft = self.stft(mixture)
+        estimates = self.forward_magnitudes(magnitude(mix_stft))
+        return self.istft(initial_estimates(estimates, mix_stft), length=mixture.shape[-1])
+
+
+@register("shnet")
+def shnet(
+    sources: Sequence[str] = ("accompaniment", "vocals"),
+    channels: int = 256,
+    nb_stacks: int = 4,
+    depth: int = 4,
+    channel_growth: bool = False,
+    sample_rate: int = 8000,
+    n_fft: int = 1024,
+    n_hop: int = 256,
+    patch_frames: int = 64,
+    window_batch: int = 4,
+) -> HourglassSeparator:
+    """SH-Net separator; the defaults are the reference MIR-1K configuration.
+
+    ``sources`` of length 2 (MIR-1K: accompaniment = left channel, vocals = right) or 4
+    (DSD100: bass, drums, other, vocals) give 34,176,776 and 34,180,368 parameters.
+
+    Args:
+        sources: stem names, one mask each.
+        channels: hourglass width.
+        nb_stacks: stacked hourglasses.
+        depth: levels per hourglass.
+        channel_growth: lower-branch widths growing with depth (:func:`growth_channels`)
+            instead of a constant ``channels``; about 20 % fewer parameters.
+        sample_rate: rate in Hz.
+        n_fft: FFT size; the network sees ``n_fft // 2`` bins.
+        n_hop: hop size.
+        patch_frames: frames per window.
+        window_batch: windows per network call at separation time.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("shnet needs at least one source name")
+    if n_fft // 2 < 2**depth:
+        raise ValueError(
+            f"n_fft={n_fft} gives {n_fft // 2} bins, too few for {depth} poolings; "
+            f"use n_fft >= {2 ** (depth + 1)}"
+        )
+    net = StackedHourglass(
+        nb_sources=len(sources),
+        channels=channels,
+        nb_stacks=nb_stacks,
+        depth=depth,
+        level_channels=growth_channels(channels, depth) if channel_growth else None,
+    )
+    return HourglassSeparator(
+        net,
+        sources=sources,
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        n_hop=n_hop,
+        patch_frames=patch_frames,
+        window_batch=window_batch,
+    )

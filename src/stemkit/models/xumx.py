@@ -1,0 +1,316 @@
+"""CrossNet-Open-Unmix (X-UMX; Sawata et al., ICASSP 2021): Open-Unmix branches joined by bridges.
+
+One Open-Unmix branch per source, with two averaging operations across the branches
+(reference/spec-notes.md §3):
+
+* bridge 1: the encoder outputs (after tanh) of all branches are averaged, and this one average
+  is the input of every branch's LSTM;
+* bridge 2: each branch's skip concatenation ``[encoder output, LSTM output]`` is averaged over
+  the branches, and this one average is the input of every branch's decoder.
+
+The bridges add no parameters: the branches *are* :class:`~stemkit.models.umx.OpenUnmix` cores
+(4 × 8,893,348 = 35,573,392 parameters at the MUSDB settings), held by a
+:class:`~stemkit.separator.Separator` subclass whose ``forward_magnitudes`` runs them jointly.
+So X-UMX shares Open-Unmix's STFT, Wiener filtering, training views, input statistics and
+``state_dict`` keys (``target_models.<source>.fc1.weight``, ...), and a trained UMX can seed it
+branch by branch. Weights saved by asteroid's ``XUMX`` use other key names; see
+:func:`convert_asteroid_state_dict`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stemkit import MUSDB_SOURCES
+from stemkit.models.registry import register
+from stemkit.models.umx import OpenUnmix, umx
+from stemkit.separator import Separator
+
+__all__ = ["XUMX", "convert_asteroid_state_dict", "xumx"]
+
+
+class XUMX(Separator):
+    """X-UMX: Open-Unmix cores run jointly through the two bridging averages.
+
+    The waveform path is :class:`~stemkit.separator.Separator`'s (STFT, magnitudes, Wiener or
+    mixture phase, iSTFT); only :meth:`forward_magnitudes` differs.
+
+    Args:
+        target_models: one :class:`OpenUnmix` core per source, in output order, all with the
+            same ``nb_bins``, ``max_bin``, ``nb_channels``, ``hidden_size``, LSTM depth and
+            direction.
+        bridging: average across branches as X-UMX does. ``False`` runs the branches
+            independently, which makes the model exactly a set of Open-Unmix cores (the
+            paper's ablation baseline).
+        **options: the keyword arguments of :class:`~stemkit.separator.Separator`
+            (``sample_rate``, ``nb_channels``, ``n_fft``, ``n_hop``, ``niter``, ``softmask``,
+            ``residual``, ``wiener_win_len``).
+
+    Shapes:
+        forward: ``(batch, nb_channels, time)`` → ``(batch, nb_sources, nb_channels, time)``.
+        forward_magnitudes: ``(batch, nb_channels, nb_bins, nb_frames)`` →
+        ``(batch, nb_targets, nb_channels, nb_bins, nb_frames)``.
+    """
+
+    def __init__(
+        self,
+        target_models: Mapping[str, nn.Module],
+        *,
+        bridging: bool = True,
+        sample_rate: int,
+        nb_channels: int,
+        n_fft: int,
+        n_hop: int,
+        niter: int = 0,
+        softmask: bool = False,
+        residual: bool = False,
+        wiener_win_len: int | None = 300,
+    ) -> None:
+        _check_branches(target_models, nb_channels, n_fft)
+        super().__init__(
+            target_models,
+            sample_rate=sample_rate,
+            nb_channels=nb_channels,
+            n_fft=n_fft,
+            n_hop=n_hop,
+            niter=niter,
+            softmask=softmask,
+            residual=residual,
+            wiener_win_len=wiener_win_len,
+        )
+        self.bridging = bridging
+
+    def _branches(self) -> list[OpenUnmix]:
+        cores = list(self.target_models.values())
+        assert all(isinstance(core, OpenUnmix) for core in cores)
+        return cores  # type: ignore[return-value]
+
+    def forward_magnitudes(self, mix_mag: Tensor) -> Tensor:
+        """Masked magnitude estimates of every target from the mixture magnitude.
+
+        Args:
+            mix_mag: ``(batch, nb_channels, nb_bins, nb_frames)``.
+
+        Returns:
+            ``(batch, nb_targets, nb_channels, nb_bins, nb_frames)``, targets in order (no
+            residual): ReLU mask × ``mix_mag``.
+        """
+        branches = self._branches()
+        first = branches[0]
+        if (
+            mix_mag.dim() != 4
+            or mix_mag.shape[1] != self.nb_channels
+            or mix_mag.shape[2] != first.nb_output_bins
+        ):
+            raise ValueError(
+                f"X-UMX expects (batch, {self.nb_channels}, {first.nb_output_bins}, nb_frames), "
+                f"got {tuple(mix_mag.shape)}"
+            )
+        # (nb_frames, batch, nb_channels, nb_bins): time first for the LSTMs
+        x = mix_mag.permute(3, 0, 1, 2)
+        mix = x.detach()
+        encoded = [_encode(core, x) for core in branches]
+        if self.bridging:
+            lstm_inputs = [_mean(encoded)] * len(branches)
+        else:
+            lstm_inputs = encoded
+        skips = [
+            torch.cat([own, core.lstm(shared)[0]], dim=-1)
+            for core, own, shared in zip(branches, encoded, lstm_inputs, strict=True)
+        ]
+        if self.bridging:
+            skips = [_mean(skips)] * len(branches)
+        estimates = [_decode(core, h, mix) for core, h in zip(branches, skips, strict=True)]
+        # (nb_frames, batch, nb_targets, nb_channels, nb_bins) → batch first, frames last
+        return torch.stack(estimates, dim=2).permute(1, 2, 3, 4, 0)
+
+    def extra_repr(self) -> str:
+        return f"bridging={self.bridging}"
+
+
+def _mean(tensors: list[Tensor]) -> Tensor:
+    return torch.stack(tensors).mean(dim=0)
+
+
+# The two halves of OpenUnmix.forward around its LSTM, in the same layer order. Were
+# OpenUnmix to expose them as methods (encode / decode), these would become calls to them.
+def _encode(core: OpenUnmix, x: Tensor) -> Tensor:
+    """``(nb_frames, batch, nb_channels, nb_bins)`` → ``(nb_frames, batch, hidden)`` (tanh)."""
+    nb_frames, batch, nb_channels, _ = x.shape
+    h = (x[..., : core.nb_bins] + core.input_mean) * core.input_scale
+    h = core.bn1(core.fc1(h.reshape(-1, nb_channels * core.nb_bins)))
+    return torch.tanh(h.reshape(nb_frames, batch, core.hidden_size))
+
+
+def _decode(core: OpenUnmix, h: Tensor, mix: Tensor) -> Tensor:
+    """Skip features ``(nb_frames, batch, 2·hidden)`` → masked ``mix``, same shape as ``mix``."""
+    nb_frames, batch, nb_channels, _ = mix.shape
+    h = F.relu(core.bn2(core.fc2(h.reshape(-1, h.shape[-1]))))
+    h = core.bn3(core.fc3(h))
+    h = h.reshape(nb_frames, batch, nb_channels, core.nb_output_bins)
+    return F.relu(h * core.output_scale + core.output_mean) * mix
+
+
+def _check_branches(target_models: Mapping[str, nn.Module], nb_channels: int, n_fft: int) -> None:
+    cores = list(target_models.values())
+    if not cores:
+        raise ValueError("X-UMX needs at least one branch")
+    if not all(isinstance(core, OpenUnmix) for core in cores):
+        raise TypeError("X-UMX branches must be stemkit.models.umx.OpenUnmix cores")
+
+    def layout(core: OpenUnmix) -> tuple[object, ...]:
+        lstm = core.lstm
+        return (
+            core.nb_output_bins,
+            core.nb_bins,
+            core.nb_channels,
+            core.hidden_size,
+            lstm.num_layers,
+            core.unidirectional,
+        )
+
+    layouts = {layout(core) for core in cores}  # type: ignore[arg-type]
+    if len(layouts) != 1:
+        raise ValueError(
+            "X-UMX averages features across branches, so every branch needs the same (nb_bins, "
+            f"max_bin, nb_channels, hidden_size, nb_layers, unidirectional); got {layouts}"
+        )
+    nb_output_bins, _, core_channels, *_ = layouts.pop()
+    if core_channels != nb_channels or nb_output_bins != n_fft // 2 + 1:
+        raise ValueError(
+            f"the branches take {core_channels} channel(s) × {nb_output_bins} bins, but the "
+            f"separator has nb_channels={nb_channels} and n_fft={n_fft}"
+        )
+
+
+@register("xumx")
+def xumx(
+    sources: Sequence[str] = MUSDB_SOURCES,
+    hidden_size: int = 512,
+    nb_layers: int = 3,
+    unidirectional: bool = False,
+    sample_rate: int = 44100,
+    nb_channels: int = 2,
+    n_fft: int = 4096,
+    n_hop: int = 1024,
+    bandwidth: float = 16000,
+    bridging: bool = True,
+    niter: int = 0,
+    softmask: bool = False,
+    residual: bool = False,
+    wiener_win_len: int | None = 300,
+) -> XUMX:
+    """X-UMX separator with the MUSDB defaults of the asteroid recipe (hidden 512, 16 kHz band).
+
+    Upstream separates with ``niter=1``; the default here is 0 (mixture phase), as for ``umx``.
+
+    Args:
+        sources: target names, in output order (the asteroid recipe uses
+            ``["bass", "drums", "vocals", "other"]``).
+        hidden_size: branch width.
+        nb_layers: LSTM layers per branch.
+        unidirectional: causal branches.
+        sample_rate: rate in Hz.
+        nb_channels: 1 or 2.
+        n_fft: FFT size.
+        n_hop: hop size.
+        bandwidth: input bandwidth in Hz (sets ``max_bin``).
+        bridging: the two cross-branch averages; ``False`` gives independent Open-Unmix cores.
+        niter: Wiener EM iterations at separation time.
+        softmask: ratio-mask initial estimates.
+        residual: add a ``"residual"`` stem.
+        wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
+    """
+    # The umx factory validates the names and builds identical cores; X-UMX takes them over.
+    template = umx(
+        sources=sources,
+        hidden_size=hidden_size,
+        nb_layers=nb_layers,
+        unidirectional=unidirectional,
+        sample_rate=sample_rate,
+        nb_channels=nb_channels,
+        n_fft=n_fft,
+        n_hop=n_hop,
+        bandwidth=bandwidth,
+    )
+    return XUMX(
+        dict(template.target_models.items()),
+        bridging=bridging,
+        sample_rate=sample_rate,
+        nb_channels=nb_channels,
+        n_fft=n_fft,
+        n_hop=n_hop,
+        niter=niter,
+        softmask=softmask,
+        residual=residual,
+        wiener_win_len=wiener_win_len,
+    )
+
+
+# asteroid's XUMX (asteroid/models/x_umx.py) keeps per-source layers in ModuleDicts:
+# layer_enc.<src>.enc = Sequential(Linear, BatchNorm1d); layer_lstm.<src> = LSTM;
+# layer_dec.<src>.dec = Sequential(Linear, BatchNorm1d, ReLU, Linear, BatchNorm1d); and the
+# standardisation in a ParameterDict mean_scale.{input,output}_{mean,scale}_<src>.
+_ASTEROID_LAYERS = {
+    ("layer_enc", "enc.0"): "fc1",
+    ("layer_enc", "enc.1"): "bn1",
+    ("layer_dec", "dec.0"): "fc2",
+    ("layer_dec", "dec.1"): "bn2",
+    ("layer_dec", "dec.3"): "fc3",
+    ("layer_dec", "dec.4"): "bn3",
+}
+_ASTEROID_SCALERS = ("input_mean", "input_scale", "output_mean", "output_scale")
+# The STFT window is a (frozen) parameter there, shared by encoder and decoder; ours is not saved.
+_ASTEROID_WINDOWS = {"encoder.0.window", "decoder.window"}
+
+
+def convert_asteroid_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename the keys of an asteroid ``XUMX`` ``state_dict`` to those of :class:`XUMX`.
+
+    ``layer_enc.<s>.enc.{0,1}`` → ``target_models.<s>.{fc1,bn1}``, ``layer_lstm.<s>.*`` →
+    ``target_models.<s>.lstm.*``, ``layer_dec.<s>.dec.{0,1,3,4}`` →
+    ``target_models.<s>.{fc2,bn2,fc3,bn3}``, ``mean_scale.<name>_<s>`` →
+    ``target_models.<s>.<name>``; the STFT windows are dropped. Build the model with the
+    sources in the checkpoint's order (its ``model_args["sources"]``) and load strictly.
+
+    Args:
+        state: the ``state_dict`` (tensors keyed by asteroid names).
+
+    Returns:
+        A new dictionary with our key names and the same tensors.
+
+    Raises:
+        ValueError: a key that is not part of asteroid's X-UMX layout.
+    """
+    scaler = re.compile(rf"mean_scale\.({'|'.join(_ASTEROID_SCALERS)})_(.+)")
+    converted: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        if key in _ASTEROID_WINDOWS:
+            continue
+        match = scaler.fullmatch(key)
+        if match:
+            converted[f"target_models.{match.group(2)}.{match.group(1)}"] = value
+            continue
+        group, _, rest = key.partition(".")
+        source, _, name = rest.partition(".")
+        if group == "layer_lstm" and source and name:
+            converted[f"target_models.{source}.lstm.{name}"] = value
+            continue
+        layer, _, param = name.rpartition(".")
+        target = _ASTEROID_LAYERS.get((group, layer))
+        if target is None or not source:
+            unknown.append(key)
+            continue
+        converted[f"target_models.{source}.{target}.{param}"] = value
+    if unknown:
+        raise ValueError(
+            f"not an asteroid X-UMX state_dict: unknown keys {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}"
+        )
+    return converted
