@@ -142,25 +142,40 @@ class OpenUnmix(nn.Module):
             )
         # (nb_frames, batch, nb_channels, nb_bins): time first for the LSTM
         x = x.permute(3, 0, 1, 2)
-        nb_frames, batch, nb_channels, _ = x.shape
         mix = x.detach()
+        encoded = self.encode(x)
+        lstm_out, _ = self.lstm(encoded)
+        return self.decode(torch.cat([encoded, lstm_out], dim=-1), mix).permute(1, 2, 3, 0)
 
-        x = x[..., : self.nb_bins]
-        x = (x + self.input_mean) * self.input_scale
-        x = self.fc1(x.reshape(-1, nb_channels * self.nb_bins))
-        x = self.bn1(x)
-        x = torch.tanh(x.reshape(nb_frames, batch, self.hidden_size))
+    def encode(self, x: Tensor) -> Tensor:
+        """Standardise, project and squash the input magnitudes (the part before the LSTM).
 
-        lstm_out, _ = self.lstm(x)
-        x = torch.cat([x, lstm_out], dim=-1)
+        Args:
+            x: ``(nb_frames, batch, nb_channels, nb_bins)``, full band.
 
-        x = self.fc2(x.reshape(-1, x.shape[-1]))
-        x = F.relu(self.bn2(x))
-        x = self.bn3(self.fc3(x))
-        x = x.reshape(nb_frames, batch, nb_channels, self.nb_output_bins)
-        x = x * self.output_scale + self.output_mean
-        x = F.relu(x) * mix
-        return x.permute(1, 2, 3, 0)
+        Returns:
+            ``(nb_frames, batch, hidden_size)`` after tanh.
+        """
+        nb_frames, batch, nb_channels, _ = x.shape
+        h = (x[..., : self.nb_bins] + self.input_mean) * self.input_scale
+        h = self.bn1(self.fc1(h.reshape(-1, nb_channels * self.nb_bins)))
+        return torch.tanh(h.reshape(nb_frames, batch, self.hidden_size))
+
+    def decode(self, skip: Tensor, mix: Tensor) -> Tensor:
+        """Turn the skip features into a mask and apply it (the part after the LSTM).
+
+        Args:
+            skip: ``(nb_frames, batch, 2·hidden_size)``, encoder output beside LSTM output.
+            mix: ``(nb_frames, batch, nb_channels, nb_bins)``, the full-band mixture magnitude.
+
+        Returns:
+            The masked magnitude, shaped like ``mix``.
+        """
+        nb_frames, batch, nb_channels, _ = mix.shape
+        h = F.relu(self.bn2(self.fc2(skip.reshape(-1, skip.shape[-1]))))
+        h = self.bn3(self.fc3(h))
+        h = h.reshape(nb_frames, batch, nb_channels, self.nb_output_bins)
+        return F.relu(h * self.output_scale + self.output_mean) * mix
 
 
 @register("umx")

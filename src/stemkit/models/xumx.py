@@ -23,7 +23,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stemkit import MUSDB_SOURCES
@@ -114,7 +113,7 @@ class XUMX(Separator):
         # (nb_frames, batch, nb_channels, nb_bins): time first for the LSTMs
         x = mix_mag.permute(3, 0, 1, 2)
         mix = x.detach()
-        encoded = [_encode(core, x) for core in branches]
+        encoded = [core.encode(x) for core in branches]
         if self.bridging:
             lstm_inputs = [_mean(encoded)] * len(branches)
         else:
@@ -125,7 +124,7 @@ class XUMX(Separator):
         ]
         if self.bridging:
             skips = [_mean(skips)] * len(branches)
-        estimates = [_decode(core, h, mix) for core, h in zip(branches, skips, strict=True)]
+        estimates = [core.decode(h, mix) for core, h in zip(branches, skips, strict=True)]
         # (nb_frames, batch, nb_targets, nb_channels, nb_bins) → batch first, frames last
         return torch.stack(estimates, dim=2).permute(1, 2, 3, 4, 0)
 
@@ -135,25 +134,6 @@ class XUMX(Separator):
 
 def _mean(tensors: list[Tensor]) -> Tensor:
     return torch.stack(tensors).mean(dim=0)
-
-
-# The two halves of OpenUnmix.forward around its LSTM, in the same layer order. Were
-# OpenUnmix to expose them as methods (encode / decode), these would become calls to them.
-def _encode(core: OpenUnmix, x: Tensor) -> Tensor:
-    """``(nb_frames, batch, nb_channels, nb_bins)`` → ``(nb_frames, batch, hidden)`` (tanh)."""
-    nb_frames, batch, nb_channels, _ = x.shape
-    h = (x[..., : core.nb_bins] + core.input_mean) * core.input_scale
-    h = core.bn1(core.fc1(h.reshape(-1, nb_channels * core.nb_bins)))
-    return torch.tanh(h.reshape(nb_frames, batch, core.hidden_size))
-
-
-def _decode(core: OpenUnmix, h: Tensor, mix: Tensor) -> Tensor:
-    """Skip features ``(nb_frames, batch, 2·hidden)`` → masked ``mix``, same shape as ``mix``."""
-    nb_frames, batch, nb_channels, _ = mix.shape
-    h = F.relu(core.bn2(core.fc2(h.reshape(-1, h.shape[-1]))))
-    h = core.bn3(core.fc3(h))
-    h = h.reshape(nb_frames, batch, nb_channels, core.nb_output_bins)
-    return F.relu(h * core.output_scale + core.output_mean) * mix
 
 
 def _check_branches(target_models: Mapping[str, nn.Module], nb_channels: int, n_fft: int) -> None:
