@@ -8,7 +8,10 @@ from torch import Tensor
 
 def _check(estimates: Tensor, targets: Tensor) -> None:
     if estimates.shape != targets.shape:
-        raise ValueError(f"estimates {tuple(estimates.shape)} != targets {tuple(targets.shape)}")
+        raise ValueError(
+            f"estimates {tuple(estimates.shape)} and targets {tuple(targets.shape)} differ in "
+            "shape; trim or pad them to the same length first"
+        )
 
 
 def l1_loss(estimates: Tensor, targets: Tensor) -> Tensor:
