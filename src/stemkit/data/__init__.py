@@ -23,6 +23,13 @@ _EXPORTS = {
     "list_tracks": "stemkit.data.musdb",
     "load_split": "stemkit.data.musdb",
     "split_tracks": "stemkit.data.musdb",
+    "SadDataset": "stemkit.data.sad",
+    "SadIndex": "stemkit.data.sad",
+    "SadParams": "stemkit.data.sad",
+    "active_windows": "stemkit.data.sad",
+    "build_sad_index": "stemkit.data.sad",
+    "load_or_build_sad_index": "stemkit.data.sad",
+    "DemucsAugment": "stemkit.data.demucs_augment",
     "derive_seed": "stemkit.data.sampling",
     "item_generator": "stemkit.data.sampling",
 }
