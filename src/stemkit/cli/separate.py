@@ -138,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
     model = load_model(args.model)
+    if getattr(model, "requires_references", False):
+        raise StemkitError(
+            f"{args.model} is an oracle: it needs the true stems, which a song to separate does "
+            f"not have; score it with `stemkit evaluate --model {args.model} --data DIR`"
+        )
     segment = args.segment if args.segment is not None else getattr(model, "segment", None)
     try:
         check_settings(segment, args.overlap, args.batch_size, args.shifts)
