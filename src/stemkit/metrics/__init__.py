@@ -8,6 +8,12 @@
           are NaN here too.
 """
 
+from stemkit.metrics.bsseval import (
+    BssEvalResult,
+    BssEvalSourcesResult,
+    bss_eval_sources,
+    bss_eval_v4,
+)
 from stemkit.metrics.sdr import (
     MDX_EPS,
     aggregate_csdr,
@@ -15,5 +21,15 @@ from stemkit.metrics.sdr import (
     silent_frames,
     usdr,
 )
+from stemkit.metrics.sisdr import gnsdr, nsdr, si_sdr
 
 __all__ = ["MDX_EPS", "aggregate_csdr", "framewise_sdr", "silent_frames", "usdr"]
+__all__ += [
+    "BssEvalResult",
+    "BssEvalSourcesResult",
+    "bss_eval_sources",
+    "bss_eval_v4",
+    "gnsdr",
+    "nsdr",
+    "si_sdr",
+]
