@@ -56,6 +56,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file private (0600); give it the permissions a plain open would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
