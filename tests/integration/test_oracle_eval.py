@@ -63,4 +63,6 @@ def test_cli_separate_with_an_oracle_fails_cleanly(
     song = next((hq_tree / "test").iterdir()) / "mixture.wav"
     status = main(["separate", "--model", "mwf", "-o", str(tmp_path / "out"), "-q", str(song)])
     assert status == 2
-    assert "set_references" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "oracle" in error and "stemkit evaluate" in error
+    assert not (tmp_path / "out").exists()

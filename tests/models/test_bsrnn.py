@@ -297,7 +297,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 )
 def test_presets_build_the_intended_models(preset: str, expected: int) -> None:
     config = resolve_config(CONFIGS / f"{preset}.yaml")
-    assert config.model.name == "bsrnn" and config.optim.loss == "l1"
+    assert config.model.name == "bsrnn" and config.optim.loss == "tf_l1"
     with torch.device("meta"):
         model = build("bsrnn", sources=list(config.data.sources), **config.model.kwargs)
     assert _nb_params(model) == expected
