@@ -1,56 +1,108 @@
-"""``stemkit evaluate``: separate a dataset's tracks and score them against their stems."""
+"""``stemkit evaluate``: score a model on a dataset's stems, or compare scored methods."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from stemkit.errors import StemkitError
 
 
 def add_parser(subparsers: Any) -> None:
     """Declare ``stemkit evaluate``."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a model on a dataset (uSDR and cSDR per source)",
+        help="score a model on a dataset (uSDR and cSDR per source), or compare methods",
         description="Separate every track of DATA/SUBSET (MUSDB18-HQ layout) and score the "
         "estimates: uSDR (MDX definition, mean over tracks) and cSDR (BSS Eval v4 frame SDR, "
-        "median over 1 s frames then over tracks), next to the mixture baseline.",
+        "median over 1 s frames then over tracks), next to the mixture baseline. With -o, "
+        "per-track JSON (museval's layout), summary.json, report.md and scores.png are "
+        "written there, and an interrupted run resumes where it stopped. With --compare, "
+        "no separation: the per-track scores of several output folders (ours or museval's) "
+        "are tabulated side by side.",
     )
     parser.add_argument("--model", default="default", help="checkpoint, bundled or registry name")
-    parser.add_argument("--data", required=True, type=Path, help="dataset root (MUSDB18-HQ layout)")
+    parser.add_argument("--data", type=Path, default=None, help="dataset root (MUSDB18-HQ layout)")
     parser.add_argument("--subset", default="test", choices=["train", "test"])
-    parser.add_argument("-o", "--out", type=Path, default=None, help="folder for the JSON scores")
+    parser.add_argument("-o", "--out", type=Path, default=None, help="folder for the scores")
+    parser.add_argument(
+        "--metrics",
+        default="fast",
+        choices=["fast", "full"],
+        help="fast: frame SDR and uSDR; full: BSS Eval v4 SDR, ISR, SIR, SAR and uSDR",
+    )
     parser.add_argument("--segment", type=float, default=None, help="chunk length in seconds")
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="tracks scored in parallel")
+    parser.add_argument(
+        "--force", action="store_true", help="discard scores in -o computed with other settings"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="compare the scores already in these folders (no separation)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, write the JSON files."""
+    """Evaluate (or compare), print the table, write the files."""
+    if args.compare:
+        return _compare(args)
+    if args.data is None:
+        raise StemkitError("--data is required (the dataset root), unless --compare is given")
     from stemkit.evaluate import evaluate
     from stemkit.pretrained import load_model
 
     model = load_model(args.model)
+    settings: dict[str, Any] = {"model": str(args.model)}
+    path = Path(args.model)
+    if path.is_file():
+        from stemkit.train.checkpoint import sha256_of
+
+        settings["checkpoint_sha256"] = sha256_of(path)
     report = evaluate(
         model,
         args.data,
         args.subset,
         method=str(args.model),
+        metrics=args.metrics,
         segment=args.segment if args.segment is not None else getattr(model, "segment", None),
         overlap=args.overlap,
         device=args.device,
         out_dir=args.out,
         progress=True,
         limit=args.limit,
+        jobs=args.jobs,
+        settings=settings,
+        force=args.force,
     )
     print(report.table())
     if args.out is not None:
         print(
-            f"per-track scores in {args.out / args.subset}, summary in {args.out / 'summary.json'}"
+            f"per-track scores in {args.out / args.subset}; summary.json, report.md and "
+            f"scores.png in {args.out}"
         )
-    else:
-        print(json.dumps(report.summary()["sources"]["average"], indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from stemkit.metrics.report import comparison_table, load_report, write_comparison
+
+    reports = [load_report(folder, args.subset) for folder in args.compare]
+    names = [r.method for r in reports]
+    for i, report in enumerate(reports):
+        # two folders of one method (e.g. two checkpoints' runs) must stay apart in the table
+        if names.count(report.method) > 1:
+            report.method = f"{report.method} ({args.compare[i]})"
+    print(comparison_table(reports))
+    if args.out is not None:
+        markdown, picture = write_comparison(reports, args.out)
+        print(f"comparison written to {markdown} and {picture}")
     return 0
