@@ -156,3 +156,158 @@ def test_loss_and_model_mismatch_is_refused() -> None:
         compute_loss(model, stems.sum(dim=1), stems, "spectral_mse")
     with pytest.raises(StemkitError, match="unknown loss"):
         compute_loss(model, stems.sum(dim=1), stems, "l3")
+
+
+# --- schedules, accumulation, optimisers and the uSDR monitor ---------------------------------
+
+STATEFUL = {
+    "step_accumulate_adamw_usdr": [
+        "optim.scheduler=step",
+        "optim.step_size=1",
+        "optim.gamma=0.5",
+        "optim.accumulate=2",
+        "optim.optimizer=adamw",
+        "optim.lr_scale_batch=16",
+        "optim.monitor=valid_usdr",
+        "optim.valid_segment=1.5",
+    ],
+    "plateau_on_usdr": [
+        "optim.monitor=valid_usdr",
+        "optim.lr_decay_patience=0",
+        "optim.lr_decay_gamma=0.5",
+        "optim.clip_grad_norm=5.0",
+    ],
+}
+
+
+@pytest.mark.parametrize("options", list(STATEFUL), ids=list(STATEFUL))
+def test_resume_equals_uninterrupted_with_stateful_options(
+    hq_tree: Path, tmp_path: Path, options: str
+) -> None:
+    extra = STATEFUL[options]
+    train(_config(hq_tree, tmp_path / "straight", 3, *extra), progress=False)
+
+    def interrupt(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    interrupted = _config(hq_tree, tmp_path / "resumed", 3, *extra)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, progress=False, on_epoch_end=interrupt)
+    train(interrupted, progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    a, b = straight["training_state"], resumed["training_state"]
+    assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
+    assert [r["valid_usdr"] for r in a["history"]] == [r["valid_usdr"] for r in b["history"]]
+    assert a["scheduler"] == b["scheduler"]
+
+
+def test_step_schedule_and_batch_rescaled_learning_rate(hq_tree: Path, tmp_path: Path) -> None:
+    # lr 0.01 × (batch 4 × accumulate 2) / 16 = 0.005, then halved after every epoch.
+    extra = ["optim.scheduler=step", "optim.step_size=1", "optim.gamma=0.5"]
+    extra += ["optim.accumulate=2", "optim.lr_scale_batch=16", "data.samples_per_track=6"]
+    train(_config(hq_tree, tmp_path / "run", 3, *extra), progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["lr"] for row in history] == pytest.approx([0.0025, 0.00125, 0.000625])
+    steps = load_checkpoint(tmp_path / "run" / "last.pt")["training_state"]["optimizer"]
+    # 2 training tracks × 6 excerpts = 3 batches of 4 per epoch → 2 steps (groups of 2 and 1).
+    assert all(int(s["step"]) == 6 for s in steps["state"].values())
+
+
+def test_step_every_two_epochs_and_no_schedule(hq_tree: Path, tmp_path: Path) -> None:
+    train(
+        _config(hq_tree, tmp_path / "step", 4, "optim.scheduler=step", "optim.gamma=0.98"),
+        progress=False,
+    )
+    lrs = [row["lr"] for row in json.loads((tmp_path / "step" / "history.json").read_text())]
+    assert lrs == pytest.approx([0.01, 0.0098, 0.0098, 0.009604])
+    train(_config(hq_tree, tmp_path / "none", 2, "optim.scheduler=none"), progress=False)
+    lrs = [row["lr"] for row in json.loads((tmp_path / "none" / "history.json").read_text())]
+    assert lrs == [0.01, 0.01]
+
+
+def test_accumulated_small_batches_equal_one_large_batch(hq_tree: Path, tmp_path: Path) -> None:
+    # A band-split model (GroupNorm: no batch statistics, no dropout) and a mean loss: two
+    # accumulated batches of 2 give the gradient of the batch of 4 of the same excerpts.
+    def config(run: str, *extra: str) -> TrainConfig:
+        overrides = [f"data.root={hq_tree}", f"run_dir={tmp_path / run}", "optim.epochs=1"]
+        overrides += ["model.name=bsrnn", "model.input_statistics=false", "optim.loss=l1"]
+        overrides += [
+            "model.kwargs={n_features: 8, n_layers: 1, n_fft: 256, n_hop: 64, layout: [[1000, 8]]}"
+        ]
+        overrides += ["data.segment=0.5", "data.samples_per_track=4", "optim.batch_size=4"]
+        return resolve_config(None, [*overrides, *extra])
+
+    train(config("large"), progress=False)
+    train(config("small", "optim.batch_size=2", "optim.accumulate=2"), progress=False)
+    large = load_checkpoint(tmp_path / "large" / "last.pt")["state_dict"]
+    accumulated = load_checkpoint(tmp_path / "small" / "last.pt")["state_dict"]
+    for key, value in large.items():
+        torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_usdr_monitor_scores_the_validation_track_and_keeps_its_best(
+    hq_tree: Path, tmp_path: Path
+) -> None:
+    from stemkit.data.musdb import MusdbHQ
+    from stemkit.inference import separate
+    from stemkit.metrics.sdr import usdr
+
+    run_dir = tmp_path / "run"
+    extra = ["optim.monitor=valid_usdr", "optim.valid_segment=1.5"]
+    config = _config(hq_tree, run_dir, 3, *extra)
+    train(config, progress=False)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all("valid_usdr" in row and "valid_loss" in row for row in history)
+    best_row = max(history, key=lambda row: row["valid_usdr"])
+
+    model = model_from_checkpoint(load_checkpoint(run_dir / "best.pt"))
+    valid = MusdbHQ(hq_tree, split="valid", segment=None, seed=42, valid_fraction=0.15)
+    scores = []
+    for index in range(len(valid)):
+        stems, _ = valid[index]
+        estimate = separate(model, stems.sum(dim=0), segment=1.5, overlap=0.1)
+        scores.append(usdr(stems.numpy(), estimate.numpy()).mean())
+    assert float(sum(scores) / len(scores)) == pytest.approx(best_row["valid_usdr"], abs=1e-4)
+
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert lines[0].split(",")[:4] == ["epoch", "train_loss", "valid_loss", "valid_usdr"]
+    assert len(lines) == 4
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+
+
+def test_bad_choices_name_the_option() -> None:
+    with pytest.raises(StemkitError, match=r"optim\.scheduler='cosine'.*plateau"):
+        resolve_config(None, ["optim.scheduler=cosine"])
+    with pytest.raises(StemkitError, match=r"optim\.monitor"):
+        resolve_config(None, ["optim.monitor=valid_sdr"])
+    with pytest.raises(StemkitError, match=r"optim\.accumulate=0"):
+        resolve_config(None, ["optim.accumulate=0"])
+
+
+def test_a_run_saved_before_new_options_still_resumes(tmp_path: Path) -> None:
+    from stemkit.train.checkpoint import save_checkpoint
+    from stemkit.train.config import config_to_dict
+    from stemkit.train.loop import check_same_run
+
+    config = config_to_dict(resolve_config(None, []))
+    old = {**config, "optim": {k: v for k, v in config["optim"].items() if k != "monitor"}}
+    from stemkit import models
+
+    model = models.build("identity", sources=["vocals"])
+    save_checkpoint(tmp_path / "last.pt", model, config=old)
+    check_same_run(tmp_path, config)  # the missing key takes today's default: same run
+    changed = {**config, "optim": {**config["optim"], "monitor": "valid_usdr"}}
+    with pytest.raises(StemkitError, match="different configuration"):
+        check_same_run(tmp_path, changed)
+
+
+def test_validation_chunks_cover_the_track() -> None:
+    from stemkit.train.loop import _chunk_bounds
+
+    assert _chunk_bounds(9, 4) == [(0, 4), (4, 9)]
+    assert _chunk_bounds(11, 4) == [(0, 4), (4, 8), (8, 11)]
+    assert _chunk_bounds(3, 4) == [(0, 3)]

@@ -16,7 +16,15 @@ from stemkit import __version__
 from stemkit.errors import StemkitError
 
 #: Subcommand modules, in the order ``stemkit --help`` lists them.
-COMMANDS: tuple[str, ...] = ("separate", "train", "evaluate", "data", "models", "demo")
+COMMANDS: tuple[str, ...] = (
+    "separate",
+    "train",
+    "evaluate",
+    "experiments",
+    "data",
+    "models",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

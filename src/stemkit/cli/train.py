@@ -14,7 +14,10 @@ def add_parser(subparsers: Any) -> None:
         help="train a model (re-run the same command to resume)",
         description="Train on a dataset folder in the MUSDB18-HQ layout. Configuration: the "
         "defaults, then the YAML preset, then KEY=VALUE overrides "
-        "(e.g. data.root=data/synth optim.epochs=20 model.kwargs.hidden_size=128).",
+        "(e.g. data.root=data/synth optim.epochs=20 model.kwargs.hidden_size=128; the BSRNN "
+        "recipe: optim.scheduler=step optim.monitor=valid_usdr optim.lr_scale_batch=16). "
+        "The run folder gets config.yaml, last.pt, best.pt, history.json/.csv and "
+        "learning_curve.png.",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     parser.add_argument("-c", "--config", type=Path, default=None, help="YAML preset")

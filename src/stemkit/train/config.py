@@ -42,17 +42,45 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser, loss and schedule."""
+    """Optimiser, loss, schedule and the validation that drives early stopping.
+
+    ``scheduler`` is ``"plateau"`` (Open-Unmix: multiply the rate by ``lr_decay_gamma`` after
+    ``lr_decay_patience`` epochs without improvement of the monitored value), ``"step"``
+    (BSRNN replication: multiply by ``gamma`` every ``step_size`` epochs) or ``"none"``.
+    ``monitor`` is ``"valid_loss"`` (minimised) or ``"valid_usdr"`` (maximised: the validation
+    tracks are separated in chunks of ``valid_segment`` seconds and scored with the MDX uSDR,
+    mean over sources and tracks); early stopping, the plateau schedule and ``best.pt`` follow
+    it. The effective batch is ``batch_size × accumulate``; with ``lr_scale_batch`` set, the
+    learning rate is ``lr × effective batch / lr_scale_batch`` (the replication's rescaling to
+    its batch of 16).
+    """
 
     loss: str = "spectral_mse"
+    optimizer: str = "adam"
     lr: float = 1e-3
+    lr_scale_batch: float | None = None
     weight_decay: float = 1e-5
     batch_size: int = 16
+    accumulate: int = 1
     epochs: int = 1000
     clip_grad_norm: float | None = None
+    monitor: str = "valid_loss"
+    valid_segment: float | None = 10.0
+    valid_overlap: float = 0.1
     patience: int = 140
+    scheduler: str = "plateau"
     lr_decay_patience: int = 80
     lr_decay_gamma: float = 0.3
+    step_size: int = 2
+    gamma: float = 0.98
+
+
+#: Allowed values of the string options of :class:`OptimConfig`.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "adamw"),
+    "scheduler": ("plateau", "step", "none"),
+    "monitor": ("valid_loss", "valid_usdr"),
+}
 
 
 @dataclass
@@ -90,7 +118,51 @@ def resolve_config(
     except OmegaConfBaseException as error:
         raise StemkitError(f"bad training configuration: {error}") from error
     assert isinstance(config, TrainConfig)
+    _check_optim(config.optim, preset)
     return config
+
+
+def _check_optim(optim: OptimConfig, preset: str | Path | None) -> None:
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    for key, allowed in CHOICES.items():
+        value = getattr(optim, key)
+        if value not in allowed:
+            raise StemkitError(f"optim.{key}={value!r}{where}: choose one of {', '.join(allowed)}")
+    positive = {"batch_size": optim.batch_size, "accumulate": optim.accumulate}
+    positive["step_size"] = optim.step_size
+    for key, number in positive.items():
+        if number < 1:
+            raise StemkitError(f"optim.{key}={number}{where}: must be at least 1")
+    if optim.lr_scale_batch is not None and optim.lr_scale_batch <= 0:
+        raise StemkitError(f"optim.lr_scale_batch={optim.lr_scale_batch}{where}: must be > 0")
+    if optim.valid_segment is not None and optim.valid_segment <= 0:
+        raise StemkitError(
+            f"optim.valid_segment={optim.valid_segment}{where}: give seconds > 0 or null"
+        )
+
+
+def effective_lr(optim: OptimConfig) -> float:
+    """The learning rate after the batch rescaling ``lr × batch × accumulate / lr_scale_batch``."""
+    if optim.lr_scale_batch is None:
+        return optim.lr
+    return optim.lr * optim.batch_size * optim.accumulate / optim.lr_scale_batch
+
+
+def normalise_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a saved configuration) completed with today's defaults for missing keys.
+
+    Lets a run folder started before an option existed be compared with today's configuration.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(data))
+    except OmegaConfBaseException:
+        return data
+    result = OmegaConf.to_container(merged, resolve=True)
+    assert isinstance(result, dict)
+    return {str(k): v for k, v in result.items()}
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -4,9 +4,12 @@ One run lives in one folder::
 
     config.yaml          the resolved configuration
     last.pt, best.pt     checkpoints (stemkit format, with checksums); ``last.pt`` carries the
-                         optimiser, scheduler and history needed to resume
-    history.json         one row per epoch: losses, learning rate, time, energy
-    learning_curve.png   training and validation loss per epoch
+                         optimiser, scheduler and history needed to resume; ``best.pt`` holds
+                         the weights of the best epoch by ``optim.monitor``
+    history.json/.csv    one row per epoch: losses, validation uSDR (when monitored), learning
+                         rate, time, energy
+    learning_curve.png   training and validation loss per epoch (and validation uSDR)
+    tensorboard/         the same scalars, only when TensorBoard is installed
 
 Re-running the same command in the same folder resumes from ``last.pt``. Every random draw of
 an epoch derives from (seed, epoch) — the excerpts through ``MusdbHQ.set_epoch``, the batch
@@ -19,8 +22,8 @@ sees exactly the gradient of its own loss term, as with upstream's one-run-per-t
 
 from __future__ import annotations
 
+import csv
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,11 +53,19 @@ from stemkit.train.checkpoint import (
     provenance,
     save_checkpoint,
 )
-from stemkit.train.config import TrainConfig, config_to_dict, save_config
+from stemkit.train.config import (
+    OptimConfig,
+    TrainConfig,
+    config_to_dict,
+    effective_lr,
+    normalise_config_dict,
+    save_config,
+)
 from stemkit.train.ledger import CostLedger
 from stemkit.train.plots import learning_curve
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 #: Losses the trainer knows, and what each compares.
@@ -135,15 +146,69 @@ def fit_input_statistics(model: Separator, dataset: Any, progress: bool = False)
 
 
 @torch.no_grad()
-def validate(model: SeparationModel, dataset: Any, loss: str, device: str) -> float:
-    """Mean loss over the full validation tracks, one track at a time."""
+def validate(model: SeparationModel, dataset: Any, config: TrainConfig) -> dict[str, float]:
+    """Validation scores over the full tracks of ``dataset``, one track at a time.
+
+    ``valid_loss`` is the training loss, averaged over chunks of ``optim.valid_segment``
+    seconds weighted by their length (one chunk per track when it is None), so that memory
+    stays bounded on full-length tracks. With ``optim.monitor == "valid_usdr"`` the tracks are
+    also separated with the chunked inference path (overlap ``optim.valid_overlap``) and
+    ``valid_usdr`` is the MDX uSDR in dB, mean over sources and tracks.
+    """
+    from stemkit.inference import separate
+    from stemkit.metrics.sdr import usdr
+
+    optim = config.optim
     model.eval()
-    values = []
+    loss_sum, loss_weight, usdrs = 0.0, 0, []
     for index in range(len(dataset)):
-        stems, _ = dataset[index]
-        stems = stems.unsqueeze(0).to(device)
-        values.append(float(compute_loss(model, stems.sum(dim=1), stems, loss)))
-    return sum(values) / max(len(values), 1)
+        stems, _ = dataset[index]  # (sources, channels, time)
+        nb_samples = stems.shape[-1]
+        length = nb_samples
+        if optim.valid_segment is not None:
+            length = max(1, round(optim.valid_segment * model.sample_rate))
+        for begin, end in _chunk_bounds(nb_samples, length):
+            chunk = stems[None, ..., begin:end].to(config.device)
+            loss_sum += float(compute_loss(model, chunk.sum(dim=1), chunk, optim.loss)) * (
+                end - begin
+            )
+            loss_weight += end - begin
+        if optim.monitor == "valid_usdr":
+            estimates = separate(
+                model,
+                stems.sum(dim=0),
+                segment=optim.valid_segment,
+                overlap=optim.valid_overlap,
+                device=config.device,
+            )
+            usdrs.append(float(usdr(stems.numpy(), estimates.numpy()).mean()))
+    scores = {"valid_loss": loss_sum / max(loss_weight, 1)}
+    if optim.monitor == "valid_usdr":
+        scores["valid_usdr"] = sum(usdrs) / max(len(usdrs), 1)
+    return scores
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW at the (batch-rescaled) learning rate of ``optim``."""
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optim.optimizer]
+    return kind(model.parameters(), lr=effective_lr(optim), weight_decay=optim.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> Scheduler | None:
+    """The learning-rate schedule of ``optim.scheduler`` (None for ``"none"``)."""
+    if optim.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=optim.step_size, gamma=optim.gamma
+        )
+    if optim.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max" if _maximise(optim.monitor) else "min",
+            factor=optim.lr_decay_gamma,
+            patience=optim.lr_decay_patience,
+            cooldown=10,
+        )
+    return None
 
 
 def train(
@@ -162,18 +227,154 @@ def train(
     Returns:
         The path of the best checkpoint.
     """
-    from stemkit.data.musdb import MusdbHQ
-
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(config)
-    _check_same_run(run_dir, config_dict)
+    check_same_run(run_dir, config_dict)
     save_config(config, run_dir / "config.yaml")
+
+    train_set = _training_excerpts(config)
+    valid_set = _full_tracks(config, "valid")
+    torch.manual_seed(config.seed)
+    model = models.build(
+        config.model.name, sources=list(config.data.sources), **config.model.kwargs
+    )
+    assert isinstance(model, SeparationModel)
+    model.to(config.device)
+    optim = config.optim
+    optimizer = build_optimizer(model, optim)
+    scheduler = build_scheduler(optimizer, optim)
+    ledger = CostLedger()
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    last_path = run_dir / "last.pt"
+    if last_path.is_file():
+        payload = load_checkpoint(last_path)
+        state = payload["training_state"]
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+        ledger = CostLedger.from_dict(payload["ledger"])
+        if progress:
+            print(f"resuming {run_dir} at epoch {start_epoch}")
+    elif config.model.input_statistics and isinstance(model, Separator):
+        fit_input_statistics(model, _full_tracks(config, "train"), progress=progress)
+
+    run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
+    logger = _RunLogger(run_dir)
+    try:
+        for epoch in range(start_epoch, optim.epochs):
+            if _epochs_since_best(history, optim.monitor) >= optim.patience:
+                break
+            ledger.start()
+            train_loss = _train_one_epoch(model, optimizer, train_set, config, epoch, progress)
+            scores = validate(model, valid_set, config)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(scores[optim.monitor])
+            elif scheduler is not None:
+                scheduler.step()
+            cost = ledger.stop(epoch)
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                **scores,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": cost["seconds"],
+                "energy_kwh": cost["energy_kwh"],
+            }
+            history.append(row)
+            improved = _epochs_since_best(history, optim.monitor) == 0
+            meta = dict(config=config_dict, provenance=run_provenance, ledger=ledger.to_dict())
+            if improved:
+                save_checkpoint(run_dir / "best.pt", model, **meta)
+            training_state = {
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "history": history,
+                "best_score": row[optim.monitor] if improved else None,
+            }
+            save_checkpoint(last_path, model, training_state=training_state, **meta)
+            logger.log(history)
+            if progress:
+                print(_epoch_line(row, optim.monitor, improved))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+    finally:
+        logger.close()
+    return run_dir / "best.pt"
+
+
+def run_finished(config: TrainConfig) -> bool:
+    """Whether the run in ``config.run_dir`` has used its epochs or stopped early."""
+    last_path = Path(config.run_dir) / "last.pt"
+    if not last_path.is_file():
+        return False
+    state = load_checkpoint(last_path)["training_state"]
+    history = list(state["history"])
+    return (
+        int(state["epoch"]) + 1 >= config.optim.epochs
+        or _epochs_since_best(history, config.optim.monitor) >= config.optim.patience
+    )
+
+
+def _train_one_epoch(
+    model: SeparationModel,
+    optimizer: torch.optim.Optimizer,
+    dataset: Any,
+    config: TrainConfig,
+    epoch: int,
+    progress: bool,
+) -> float:
+    """One pass over the epoch's excerpts; returns the mean batch loss.
+
+    With ``optim.accumulate`` > 1 the gradients of that many batches are averaged before each
+    optimiser step (the last group of the epoch may be shorter: it is averaged over its size).
+    """
+    optim = config.optim
+    # Seeds derived from (seed, epoch) make the epoch replayable after a resume.
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    dataset.set_epoch(epoch)
+    loader = DataLoader(
+        dataset,
+        batch_size=optim.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= optim.batch_size,
+        num_workers=config.data.num_workers,
+        generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
+    )
+    model.train()
+    total, nb_batches = 0.0, len(loader)
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    for index, (stems, _) in enumerate(bar):
+        group_start = index - index % optim.accumulate
+        group_size = min(optim.accumulate, nb_batches - group_start)
+        stems = stems.to(config.device)
+        loss = compute_loss(model, stems.sum(dim=1), stems, optim.loss)
+        (loss / group_size).backward()
+        if index + 1 == group_start + group_size:
+            if optim.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        total += loss.item()
+        bar.set_postfix(loss=f"{total / (index + 1):.4f}")
+    return total / max(nb_batches, 1)
+
+
+def _training_excerpts(config: TrainConfig) -> Any:
+    """The augmented training excerpts of ``config.data``."""
+    from stemkit.data.musdb import MusdbHQ
 
     data = config.data
     if len(data.gain) != 2:
         raise StemkitError(f"data.gain must be [low, high], got {data.gain}")
-    train_set = MusdbHQ(
+    return MusdbHQ(
         data.root,
         split="train",
         sources=data.sources,
@@ -185,118 +386,6 @@ def train(
         seed=config.seed,
         valid_fraction=data.valid_fraction,
     )
-    valid_set = _full_tracks(config, "valid")
-
-    torch.manual_seed(config.seed)
-    model = models.build(config.model.name, sources=list(data.sources), **config.model.kwargs)
-    assert isinstance(model, SeparationModel)
-    model.to(config.device)
-    optim = config.optim
-    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=optim.lr_decay_gamma, patience=optim.lr_decay_patience, cooldown=10
-    )
-    ledger = CostLedger()
-    history: list[dict[str, Any]] = []
-    best_loss = math.inf
-    start_epoch = 0
-
-    last_path = run_dir / "last.pt"
-    if last_path.is_file():
-        payload = load_checkpoint(last_path)
-        state = payload["training_state"]
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        best_loss = float(state["best_loss"])
-        start_epoch = int(state["epoch"]) + 1
-        ledger = CostLedger.from_dict(payload["ledger"])
-        if progress:
-            print(f"resuming {run_dir} at epoch {start_epoch}")
-    elif config.model.input_statistics and isinstance(model, Separator):
-        fit_input_statistics(model, _full_tracks(config, "train"), progress=progress)
-
-    run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
-    epochs_without_improvement = _epochs_since_best(history)
-    for epoch in range(start_epoch, optim.epochs):
-        if epochs_without_improvement >= optim.patience:
-            break
-        ledger.start()
-        train_loss = _train_one_epoch(model, optimizer, train_set, config, epoch, progress)
-        valid_loss = validate(model, valid_set, optim.loss, config.device)
-        scheduler.step(valid_loss)
-        cost = ledger.stop(epoch)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "valid_loss": valid_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": cost["seconds"],
-            "energy_kwh": cost["energy_kwh"],
-        }
-        history.append(row)
-        improved = valid_loss < best_loss
-        if improved:
-            best_loss = valid_loss
-        epochs_without_improvement = _epochs_since_best(history)
-        meta = dict(config=config_dict, provenance=run_provenance, ledger=ledger.to_dict())
-        if improved:
-            save_checkpoint(run_dir / "best.pt", model, **meta)
-        training_state = {
-            "epoch": epoch,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "history": history,
-            "best_loss": best_loss,
-        }
-        save_checkpoint(last_path, model, training_state=training_state, **meta)
-        (run_dir / "history.json").write_text(json.dumps(history, indent=2))
-        learning_curve(history, run_dir / "learning_curve.png")
-        if progress:
-            print(
-                f"epoch {epoch}: train {train_loss:.5f} valid {valid_loss:.5f}"
-                f"{' (best)' if improved else ''} [{cost['seconds']:.1f} s]"
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    return run_dir / "best.pt"
-
-
-def _train_one_epoch(
-    model: SeparationModel,
-    optimizer: torch.optim.Optimizer,
-    dataset: Any,
-    config: TrainConfig,
-    epoch: int,
-    progress: bool,
-) -> float:
-    # Seeds derived from (seed, epoch) make the epoch replayable after a resume.
-    torch.manual_seed(config.seed * 100_003 + epoch)
-    dataset.set_epoch(epoch)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.optim.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= config.optim.batch_size,
-        num_workers=config.data.num_workers,
-        generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
-    )
-    model.train()
-    total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
-    for stems, _ in bar:
-        stems = stems.to(config.device)
-        loss = compute_loss(model, stems.sum(dim=1), stems, config.optim.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.optim.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
-        optimizer.step()
-        total += loss.item()
-        count += 1
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
 
 
 def _full_tracks(config: TrainConfig, split: str) -> Any:
@@ -313,23 +402,88 @@ def _full_tracks(config: TrainConfig, split: str) -> Any:
     )
 
 
-def _epochs_since_best(history: list[dict[str, Any]]) -> int:
+def _chunk_bounds(nb_samples: int, length: int) -> list[tuple[int, int]]:
+    """Consecutive ``(begin, end)`` of ``length`` samples; a tail under half is merged."""
+    bounds = [(begin, min(begin + length, nb_samples)) for begin in range(0, nb_samples, length)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length // 2:
+        bounds[-2:] = [(bounds[-2][0], nb_samples)]
+    return bounds
+
+
+def _maximise(monitor: str) -> bool:
+    return monitor == "valid_usdr"
+
+
+def _epochs_since_best(history: list[dict[str, Any]], monitor: str = "valid_loss") -> int:
     if not history:
         return 0
-    losses = [row["valid_loss"] for row in history]
-    best = losses.index(min(losses))
-    return len(losses) - 1 - best
+    values = [row[monitor] for row in history]
+    best = values.index(max(values) if _maximise(monitor) else min(values))
+    return len(values) - 1 - best
 
 
-def _check_same_run(run_dir: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume a run folder that was started with another configuration."""
+def _epoch_line(row: dict[str, Any], monitor: str, improved: bool) -> str:
+    usdr = f" uSDR {row['valid_usdr']:.2f} dB" if "valid_usdr" in row else ""
+    return (
+        f"epoch {row['epoch']}: train {row['train_loss']:.5f} valid {row['valid_loss']:.5f}"
+        f"{usdr}{' (best ' + monitor + ')' if improved else ''} [{row['seconds']:.1f} s]"
+    )
+
+
+class _RunLogger:
+    """Writes the history as JSON and CSV, the learning curve, and TensorBoard scalars.
+
+    TensorBoard is used only when ``torch.utils.tensorboard`` imports (it needs the optional
+    ``tensorboard`` package); otherwise it is skipped without a word.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._writer: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the history files with ``history`` and log its last row to TensorBoard."""
+        (self.run_dir / "history.json").write_text(json.dumps(history, indent=2))
+        columns = list(dict.fromkeys(key for row in history for key in row))
+        with open(self.run_dir / "history.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(history)
+        learning_curve(history, self.run_dir / "learning_curve.png")
+        if self._writer is not None:
+            row = history[-1]
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, int | float):
+                    self._writer.add_scalar(key, value, row["epoch"])
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
+        if self._writer is not None:
+            self._writer.close()
+
+
+def check_same_run(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume a run folder that was started with another configuration.
+
+    Raises:
+        StemkitError: ``run_dir/last.pt`` was saved with a different configuration (other than
+            the epoch budget, which may grow between runs).
+    """
     saved = run_dir / "last.pt"
     if not saved.is_file():
         return
-    previous = load_checkpoint(saved)["config"]
-    # The epoch budget may grow between runs; anything else changes what the run means.
-    strip = lambda c: {**c, "optim": {k: v for k, v in c["optim"].items() if k != "epochs"}}  # noqa: E731
-    if strip(previous) != strip(config):
+    previous = normalise_config_dict(load_checkpoint(saved)["config"])
+
+    def strip(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, "optim": {k: v for k, v in c["optim"].items() if k != "epochs"}}
+
+    if strip(previous) != strip(normalise_config_dict(config)):
         raise StemkitError(
             f"{run_dir} holds a run with a different configuration; choose another run folder "
             "(run_dir=...) or delete it to start over"
