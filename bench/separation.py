@@ -1,22 +1,35 @@
-"""Benchmark: stemkit's Open-Unmix against the ``openunmix`` package, same weights, same audio.
+"""Benchmark: separation speed and memory of stemkit's models, Open-Unmix also against upstream.
 
-Builds our ``umx`` (umxhq configuration: hidden 512, 4 targets, 16 kHz bandwidth) with random
-weights and non-trivial statistics, copies the weights into ``openunmix.model.Separator``,
-separates the same stereo noise with both, checks that the stems agree, and measures
+Row ``umx``: builds our ``umx`` (umxhq configuration: hidden 512, 4 targets, 16 kHz
+bandwidth) with random weights and non-trivial statistics, copies the weights into
+``openunmix.model.Separator``, separates the same stereo noise with both, checks that the
+stems agree, and measures
 
 * real-time factor: wall time / audio duration, best of ``--repeats`` runs after a warm-up;
 * peak memory: the process's maximum resident set size (``resource.getrusage``), each
   implementation and setting in a fresh subprocess so that no run inherits another's peak.
 
-Writes ``bench/results/separation.json`` and ``bench/results/separation.md``.
+Rows without an upstream to compare with (random weights, ours only, same measurements):
+
+* ``xumx``: X-UMX at paper size (4 targets, hidden 512, bridging), whole signal at once;
+* ``shnet``: SH-Net at paper size (4 stacks, 256 channels, MIR-1K's 2 sources) on 8 kHz mono
+  noise; slow on CPU, so its default duration is short (5 s);
+* ``bsrnn`` / ``bsrnn-large``: BSRNN vocals with N=64/R=8 and N=128/R=12, applied with
+  chunked inference (:func:`stemkit.inference.separate`, 10 s segments, overlap 0.1) as the
+  replication's inference does.
+
+Results are merged into ``bench/results/separation.json`` (rows not run this time are kept)
+and ``bench/results/separation.md`` is rewritten from the merged result.
 
 Usage:
-    python bench/separation.py [--duration 30] [--niter 0 1] [--repeats 3]
+    python bench/separation.py [--only umx,xumx,shnet,bsrnn,bsrnn-large] [--duration S]
+        [--niter 0 1] [--repeats N] [--threads T]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import gc
 import importlib.metadata
@@ -38,6 +51,63 @@ import torch
 RATE = 44100
 IMPLEMENTATIONS = ("openunmix", "stemkit")
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One of our models without upstream comparison: how to build, feed and apply it."""
+
+    registry_name: str
+    kwargs: dict[str, Any]
+    rate: int
+    channels: int
+    duration_s: float  # default audio length; slow models get short ones
+    repeats: int  # default timed runs after the warm-up
+    segment_s: float | None  # chunked inference (stemkit.inference.separate) when set
+    uses_niter: bool
+    description: str
+
+
+OVERLAP = 0.1
+ROWS: dict[str, Row] = {
+    "xumx": Row(
+        "xumx", {}, RATE, 2, 30.0, 3, None, True, "X-UMX, 4 targets, hidden 512, whole signal"
+    ),
+    "shnet": Row(
+        "shnet",
+        {},
+        8000,
+        1,
+        5.0,
+        1,
+        None,
+        False,
+        "SH-Net, 4 stacks × 256 channels, 2 sources, 8 kHz mono, 64-frame windows",
+    ),
+    "bsrnn": Row(
+        "bsrnn",
+        {"sources": ("vocals",), "n_features": 64, "n_layers": 8},
+        RATE,
+        2,
+        19.0,
+        1,
+        10.0,
+        False,
+        "BSRNN vocals N=64 R=8, chunked 10 s / overlap 0.1",
+    ),
+    "bsrnn-large": Row(
+        "bsrnn",
+        {"sources": ("vocals",), "n_features": 128, "n_layers": 12},
+        RATE,
+        2,
+        19.0,
+        1,
+        10.0,
+        False,
+        "BSRNN vocals N=128 R=12, chunked 10 s / overlap 0.1",
+    ),
+}
+CHOICES = ("umx", *ROWS)
 
 
 def _status_mib(field: str) -> float | None:
@@ -135,6 +205,53 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(report))
 
 
+def model_worker(args: argparse.Namespace) -> None:
+    """Fresh process for one of :data:`ROWS`: build (seeded random weights), warm up, time."""
+    from stemkit.inference import separate
+    from stemkit.models import build
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = ROWS[args.row]
+    torch.manual_seed(args.seed)
+    kwargs = dict(spec.kwargs)
+    if spec.uses_niter:
+        kwargs["niter"] = args.niter[0]
+    model = build(spec.registry_name, **kwargs).eval()
+    mixture = torch.load(Path(args.workdir) / f"mixture_{args.row}.pt", weights_only=True)
+
+    def apply() -> torch.Tensor:
+        if spec.segment_s is None:
+            return model(mixture.unsqueeze(0))
+        return separate(model, mixture, segment=spec.segment_s, overlap=OVERLAP)
+
+    gc.collect()
+    rss_loaded = _status_mib("VmRSS")
+    with torch.inference_mode():
+        # short warm-up (one model call on 1 s) so that slow models are not run twice in full
+        model(mixture[..., : spec.rate].unsqueeze(0))
+    gc.collect()
+    peak_reset = _reset_peak_rss()
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            stems = apply()
+            times.append(time.perf_counter() - start)
+            del stems
+    peak = _status_mib("VmHWM") if peak_reset else None
+    report = {
+        "times_s": times,
+        "rss_loaded_mib": rss_loaded,
+        "rss_peak_mib": peak if peak is not None else _getrusage_mib(),
+        "peak_method": "VmHWM after clear_refs" if peak is not None else "getrusage ru_maxrss",
+        "getrusage_max_rss_mib": _getrusage_mib(),
+        "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    print(json.dumps(report))
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -188,12 +305,18 @@ def _run_worker(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(args: argparse.Namespace) -> None:
+def _run_umx(args: argparse.Namespace) -> dict[str, Any]:
+    """The umx rows: ours against ``openunmix`` on the same weights and audio."""
     from stemkit.models import build
+    from stemkit.separator import Separator
 
+    duration = args.duration if args.duration is not None else 30.0
+    repeats = args.repeats if args.repeats is not None else 3
+    args = argparse.Namespace(**{**vars(args), "duration": duration, "repeats": repeats})
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     model = build("umx")
+    assert isinstance(model, Separator)
     for core in model.target_models.values():
         _randomize(core, gen)
     mixture = 0.25 * torch.randn(1, 2, int(args.duration * RATE), generator=gen)
@@ -256,14 +379,150 @@ def main(args: argparse.Namespace) -> None:
         "rows": rows,
         "ratios_stemkit_over_openunmix": ratios,
     }
+    return result
+
+
+def _run_model_row(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    """Rows of one of :data:`ROWS` (one per niter where the model has Wiener EM)."""
+    spec = ROWS[name]
+    duration = args.duration if args.duration is not None else spec.duration_s
+    repeats = args.repeats if args.repeats is not None else spec.repeats
+    gen = torch.Generator().manual_seed(args.seed)
+    # noise generated at the model's own rate and channel count: nothing to resample
+    mixture = 0.25 * torch.randn(spec.channels, int(duration * spec.rate), generator=gen)
+    torch.save(mixture, workdir / f"mixture_{name}.pt")
+    rows = []
+    for niter in args.niter if spec.uses_niter else [None]:
+        print(f"running {name} niter={niter} ({duration:g} s) ...", flush=True)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--row-worker",
+            name,
+            "--niter",
+            str(niter or 0),
+            "--workdir",
+            str(workdir),
+            "--repeats",
+            str(repeats),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+        ]
+        load_before = os.getloadavg()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        load_after = os.getloadavg()
+        if done.returncode != 0:
+            raise SystemExit(f"{name} (niter={niter}) failed:\n{done.stderr}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(
+            {
+                "model": name,
+                "description": spec.description,
+                "registry_name": spec.registry_name,
+                "kwargs": {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in spec.kwargs.items()
+                },
+                "parameters": report["parameters"],
+                "niter": niter,
+                "rate": spec.rate,
+                "channels": spec.channels,
+                "duration_s": duration,
+                "segment_s": spec.segment_s,
+                "overlap": OVERLAP if spec.segment_s is not None else None,
+                "repeats": repeats,
+                "rtf_best": min(report["times_s"]) / duration,
+                "rtf_median": statistics.median(report["times_s"]) / duration,
+                "times_s": report["times_s"],
+                "peak_rss_mib": report["rss_peak_mib"],
+                "separation_rss_mib": report["rss_peak_mib"] - (report["rss_loaded_mib"] or 0.0),
+                "peak_method": report["peak_method"],
+                "threads": report["threads"],
+                "load_average_before_after": [load_before, load_after],
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+    return rows
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run the selected rows and merge them into the stored results."""
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(CHOICES))
+    if unknown:
+        raise SystemExit(f"--only: unknown row(s) {unknown}; choose from {', '.join(CHOICES)}")
+    path = RESULTS / "separation.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if "umx" in only:
+        result.update(_run_umx(args))
+    new_rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="stemkit-bench-") as tmp:
+        for name in only:
+            if name != "umx":
+                new_rows += _run_model_row(name, args, Path(tmp))
+    replaced = {(row["model"], row["niter"]) for row in new_rows}
+    kept = [r for r in result.get("model_rows", []) if (r["model"], r["niter"]) not in replaced]
+    order = {name: index for index, name in enumerate(ROWS)}
+    result["model_rows"] = sorted(
+        kept + new_rows, key=lambda r: (order.get(r["model"], len(order)), r["niter"] or 0)
+    )
+    result["model_rows_machine"] = _machine()
     table = _markdown(result)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "separation.json").write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "separation.md").write_text(table)
 
 
 def _markdown(result: dict[str, Any]) -> str:
+    lines = _markdown_umx(result) if "rows" in result else []
+    if result.get("model_rows"):
+        lines += _markdown_models(result)
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_models(result: dict[str, Any]) -> list[str]:
+    machine = result["model_rows_machine"]
+    lines = [
+        "",
+        "# Separation benchmark: stemkit models without an upstream to compare with",
+        "",
+        "Random weights (seeded default initialisation), noise at the model's own rate and "
+        "channel count (SH-Net: 8 kHz mono, generated at that rate). Real-time factor = wall "
+        "time / audio duration, best of the timed runs after a warm-up of one model call on "
+        "1 s; peak RSS in a fresh process per row (`VmHWM` reset after loading and warm-up); "
+        "'separation' = peak minus the RSS after loading the model and audio. BSRNN rows go "
+        "through `stemkit.inference.separate` (10 s segments, overlap 0.1), the others take "
+        "the whole signal at once (the BSRNN default of 19 s is exactly two chunks, so the "
+        "chunking adds 1 s of computation, as on long songs). SH-Net is slow on CPU, so it runs "
+        "on a short signal.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['logical_cores']} logical cores (shared with "
+        f"other jobs: see the load average per row), {machine['memory_gib']} GiB, "
+        f"torch {machine['torch']}, device {machine['device']}.",
+        "",
+        "| model | params (M) | niter | audio | threads | RTF best | RTF median | peak RSS (MiB) "
+        "| separation (MiB) | load avg before → after (1 min) | date |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["model_rows"]:
+        niter = "-" if row["niter"] is None else row["niter"]
+        before, after = row["load_average_before_after"]
+        audio = (
+            f"{row['duration_s']:g} s, {row['rate'] / 1000:g} kHz, "
+            f"{'stereo' if row['channels'] == 2 else 'mono'}"
+        )
+        lines.append(
+            f"| {row['model']} | {row['parameters'] / 1e6:.1f} | {niter} | {audio} "
+            f"| {row['threads']} | {row['rtf_best']:.3f} | {row['rtf_median']:.3f} "
+            f"| {row['peak_rss_mib']:.0f} | {row['separation_rss_mib']:.0f} "
+            f"| {before[0]:.2f} → {after[0]:.2f} | {row['date']} |"
+        )
+    return lines
+
+
+def _markdown_umx(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     lines = [
         "# Separation benchmark: stemkit `umx` vs `openunmix` Separator",
@@ -282,14 +541,14 @@ def _markdown(result: dict[str, Any]) -> str:
         f"before {_fmt_load(result['load_average_before_after'][0])}, after "
         f"{_fmt_load(result['load_average_before_after'][1])}. Date {result['date']}.",
         "",
-        "| implementation | niter | RTF best | RTF median | peak RSS (MiB) | separation (MiB) "
-        "| max rel. error |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| implementation | niter | threads | RTF best | RTF median | peak RSS (MiB) "
+        "| separation (MiB) | max rel. error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['implementation']} | {row['niter']} | {row['rtf_best']:.3f} "
-            f"| {row['rtf_median']:.3f} | {row['peak_rss_mib']:.0f} "
+            f"| {row['implementation']} | {row['niter']} | {row['threads']} "
+            f"| {row['rtf_best']:.3f} | {row['rtf_median']:.3f} | {row['peak_rss_mib']:.0f} "
             f"| {row['separation_rss_mib']:.0f} | {row['max_rel_err_vs_openunmix']:.1e} |"
         )
     lines += [
@@ -302,7 +561,7 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {ratio['niter']} | {ratio['rtf_ratio']:.2f} | {ratio['peak_rss_ratio']:.2f} "
             f"| {ratio['separation_rss_ratio']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _fmt_load(load: list[float] | tuple[float, ...]) -> str:
@@ -311,12 +570,31 @@ def _fmt_load(load: list[float] | tuple[float, ...]) -> str:
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio")
-    parser.add_argument("--niter", type=int, nargs="+", default=[0, 1], help="Wiener EM steps")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up")
+    parser.add_argument(
+        "--only",
+        default=",".join(CHOICES),
+        help=f"comma-separated rows to run, from {','.join(CHOICES)} (default: all)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of audio for every selected row (default: per row: umx/xumx 30, "
+        "shnet 5, bsrnn and bsrnn-large 19: two 10 s chunks overlapping by 1 s)",
+    )
+    parser.add_argument(
+        "--niter", type=int, nargs="+", default=[0, 1], help="Wiener EM steps (umx, xumx)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs after the warm-up (default: 3 for umx/xumx, 1 for the slow rows)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--row-worker", dest="row", choices=tuple(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -325,5 +603,7 @@ if __name__ == "__main__":
     arguments = _parse()
     if arguments.worker:
         worker(arguments)
+    elif arguments.row:
+        model_worker(arguments)
     else:
         main(arguments)
