@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 SOURCES = ("vocals", "drums", "bass", "other")
 RATE = 44100
@@ -63,3 +68,46 @@ def hq_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_stems() -> Callable[..., np.ndarray]:
     """The :func:`toy_stems` generator, for tests that need their own signals."""
     return toy_stems
+
+
+def import_openunmix(name: str = "openunmix.model") -> ModuleType:
+    """Import an ``openunmix`` module (the parity reference) with an empty stand-in for
+    ``torchaudio``, which it imports at module level but never uses on the separation path."""
+    stub = "torchaudio" not in sys.modules
+    if stub:
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - reference package not installed
+        pytest.skip(f"openunmix not importable: {exc}")
+    finally:
+        if stub:
+            del sys.modules["torchaudio"]
+
+
+@pytest.fixture(scope="session")
+def upstream() -> ModuleType:
+    """``openunmix.model``."""
+    return import_openunmix("openunmix.model")
+
+
+@torch.no_grad()
+def randomize_umx_core(core: torch.nn.Module, gen: torch.Generator) -> None:
+    """Give an Open-Unmix core non-trivial input statistics, output scales and batch-norm state,
+    so that every layer matters in a comparison."""
+    for name, param in core.named_parameters():
+        if name in {"input_scale", "output_scale"} or name.endswith("bn1.weight"):
+            param.copy_(0.5 + torch.rand(param.shape, generator=gen))
+        elif name in {"input_mean", "output_mean"} or name.startswith("bn"):
+            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
+    for name, buf in core.named_buffers():
+        if name.endswith("running_mean"):
+            buf.copy_(0.2 * torch.randn(buf.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+
+
+@pytest.fixture
+def randomize_umx() -> Callable[[torch.nn.Module, torch.Generator], None]:
+    """:func:`randomize_umx_core`."""
+    return randomize_umx_core

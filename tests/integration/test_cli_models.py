@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
 from types import ModuleType
 
@@ -25,21 +22,6 @@ N_FFT, N_HOP = 512, 128
 def only_models_and_separate(monkeypatch: pytest.MonkeyPatch) -> None:
     # The parser then does not depend on the other subcommands.
     monkeypatch.setattr(cli, "COMMANDS", ("separate", "models"))
-
-
-@pytest.fixture(scope="module")
-def upstream() -> ModuleType:
-    """``openunmix.model`` imported with an empty stand-in for the missing ``torchaudio``."""
-    stub = "torchaudio" not in sys.modules
-    if stub:
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-    try:
-        return importlib.import_module("openunmix.model")
-    except ImportError as exc:  # pragma: no cover - reference package not installed
-        pytest.skip(f"openunmix not importable: {exc}")
-    finally:
-        if stub:
-            del sys.modules["torchaudio"]
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import import_openunmix
 from stemkit.models import build
 from stemkit.models.umx import OpenUnmix
 from stemkit.separator import Separator
@@ -25,20 +22,6 @@ def _nb_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _import_upstream_model() -> ModuleType:
-    """``openunmix.model`` with an empty stand-in for the missing ``torchaudio``."""
-    stub = "torchaudio" not in sys.modules
-    if stub:
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-    try:
-        return importlib.import_module("openunmix.model")
-    except ImportError as exc:  # pragma: no cover - reference package not installed
-        pytest.skip(f"openunmix not importable: {exc}")
-    finally:
-        if stub:
-            del sys.modules["torchaudio"]
-
-
 def test_parameter_counts_match_published_configurations() -> None:
     assert _nb_params(OpenUnmix(2049, 2, 512, max_bin=1487)) == UMXHQ_PER_TARGET
     assert _nb_params(OpenUnmix(2049, 2, 1024, max_bin=1487)) == UMXL_PER_TARGET
@@ -50,7 +33,7 @@ def test_parameter_counts_match_published_configurations() -> None:
 
 
 def test_state_dict_keys_equal_upstream() -> None:
-    upstream = _import_upstream_model()
+    upstream = import_openunmix()
     ours = OpenUnmix(2049, 2, 512, max_bin=1487)
     theirs = upstream.OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487)
     assert list(ours.state_dict()) == list(theirs.state_dict())

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import import_openunmix, randomize_umx_core
 from stemkit.dsp.wiener import expectation_maximization, wiener
 from stemkit.models import build
 from stemkit.models.umx import OpenUnmix
@@ -20,44 +18,13 @@ from stemkit.separator import Separator
 RATE = 44100
 
 
-def _import_upstream(name: str) -> ModuleType:
-    """Import an ``openunmix`` module with an empty stand-in for the missing ``torchaudio``."""
-    stub = "torchaudio" not in sys.modules
-    if stub:
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:  # pragma: no cover - reference package not installed
-        pytest.skip(f"openunmix not importable: {exc}")
-    finally:
-        if stub:
-            del sys.modules["torchaudio"]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> ModuleType:
-    return _import_upstream("openunmix.model")
-
-
 def _rel_err(ours: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
     a, b = torch.as_tensor(ours), torch.as_tensor(ref)
     return float((a - b).abs().max() / b.abs().max())
 
 
-@torch.no_grad()
 def _randomize(core: OpenUnmix, seed: int) -> None:
-    """Non-trivial statistics, scales and batch-norm state, so that every layer matters."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, param in core.named_parameters():
-        if name in {"input_scale", "output_scale"} or name.endswith("bn1.weight"):
-            param.copy_(0.5 + torch.rand(param.shape, generator=gen))
-        elif name in {"input_mean", "output_mean"} or name.startswith("bn"):
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-    for name, buf in core.named_buffers():
-        if name.endswith("running_mean"):
-            buf.copy_(0.2 * torch.randn(buf.shape, generator=gen))
-        elif name.endswith("running_var"):
-            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+    randomize_umx_core(core, torch.Generator().manual_seed(seed))
 
 
 def _upstream_core(upstream: ModuleType, core: OpenUnmix) -> torch.nn.Module:
@@ -213,7 +180,7 @@ def test_wiener_matches_norbert(softmask: bool, iterations: int, nb_channels: in
     ids=str,
 )
 def test_wiener_matches_openunmix_filtering(options: dict[str, object]) -> None:
-    filtering = _import_upstream("openunmix.filtering")
+    filtering = import_openunmix("openunmix.filtering")
     v, x = _random_problem(40, 17, 2, 3, seed=7)
     v = v[..., :1, :]  # a mono spectrogram against a stereo mix: broadcasting as upstream
     ref = filtering.wiener(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
 from types import ModuleType
 
@@ -24,21 +21,6 @@ from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint, sha
 RATE = 44100
 N_FFT, N_HOP, HIDDEN, MAX_BIN = 512, 128, 16, 186
 NB_BINS = N_FFT // 2 + 1
-
-
-@pytest.fixture(scope="module")
-def upstream() -> ModuleType:
-    """``openunmix.model`` imported with an empty stand-in for the missing ``torchaudio``."""
-    stub = "torchaudio" not in sys.modules
-    if stub:
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-    try:
-        return importlib.import_module("openunmix.model")
-    except ImportError as exc:  # pragma: no cover - reference package not installed
-        pytest.skip(f"openunmix not importable: {exc}")
-    finally:
-        if stub:
-            del sys.modules["torchaudio"]
 
 
 def make_official(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import randomize_umx_core
 from stemkit.errors import StemkitError
 from stemkit.inference.streaming import StreamingSeparator, streaming_latency
 from stemkit.models import build
@@ -15,21 +16,6 @@ RATE = 44100
 N_FFT, N_HOP = 512, 128
 
 
-@torch.no_grad()
-def _randomize(core: OpenUnmix, gen: torch.Generator) -> None:
-    """Non-trivial input statistics, output scales and batch-norm state."""
-    for name, param in core.named_parameters():
-        if name in {"input_scale", "output_scale"} or name.endswith("bn1.weight"):
-            param.copy_(0.5 + torch.rand(param.shape, generator=gen))
-        elif name in {"input_mean", "output_mean"} or name.startswith("bn"):
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-    for name, buf in core.named_buffers():
-        if name.endswith("running_mean"):
-            buf.copy_(0.2 * torch.randn(buf.shape, generator=gen))
-        elif name.endswith("running_var"):
-            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
-
-
 def _separator(**options: object) -> Separator:
     torch.manual_seed(0)
     model = build("umx", hidden_size=16, n_fft=N_FFT, n_hop=N_HOP, unidirectional=True, **options)
@@ -37,7 +23,7 @@ def _separator(**options: object) -> Separator:
     gen = torch.Generator().manual_seed(1)
     for core in model.target_models.values():
         assert isinstance(core, OpenUnmix)
-        _randomize(core, gen)
+        randomize_umx_core(core, gen)
     return model.eval()
 
 
