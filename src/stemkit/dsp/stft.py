@@ -28,19 +28,11 @@ def _check_sizes(n_fft: int, n_hop: int) -> None:
         raise ValueError(f"n_hop ({n_hop}) larger than n_fft ({n_fft}) skips samples; lower it")
 
 
-class STFT(nn.Module):
-    """Multichannel STFT: waveform ``(..., time)`` → complex ``(..., nb_bins, nb_frames)``.
+class _Transform(nn.Module):
+    """What the forward and inverse transforms share: sizes, centring and the window.
 
     The window is a non-persistent buffer: it follows ``.to(device)`` but stays out of the
     ``state_dict``, so models keep the same keys as their upstream counterparts.
-
-    Args:
-        n_fft: FFT size and window length in samples.
-        n_hop: hop size in samples.
-        center: pad ``n_fft // 2`` samples on both sides (reflect) so that frame ``k`` is centred
-            on sample ``k * n_hop``. Needed for perfect reconstruction; Open-Unmix trains with
-            ``center=False`` and separates with ``center=True``.
-        window: window name; only ``"hann"`` (periodic) for now.
     """
 
     window: Tensor
@@ -59,6 +51,22 @@ class STFT(nn.Module):
     def nb_bins(self) -> int:
         """Number of frequency bins, ``n_fft // 2 + 1``."""
         return self.n_fft // 2 + 1
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, n_hop={self.n_hop}, center={self.center}"
+
+
+class STFT(_Transform):
+    """Multichannel STFT: waveform ``(..., time)`` → complex ``(..., nb_bins, nb_frames)``.
+
+    Args:
+        n_fft: FFT size and window length in samples.
+        n_hop: hop size in samples.
+        center: pad ``n_fft // 2`` samples on both sides (reflect) so that frame ``k`` is centred
+            on sample ``k * n_hop``. Needed for perfect reconstruction; Open-Unmix trains with
+            ``center=False`` and separates with ``center=True``.
+        window: window name; only ``"hann"`` (periodic) for now.
+    """
 
     def forward(self, waveform: Tensor) -> Tensor:
         """Transform ``waveform`` ``(..., time)`` into complex ``(..., nb_bins, nb_frames)``."""
@@ -85,11 +93,8 @@ class STFT(nn.Module):
         )
         return spec.reshape(*leading, *spec.shape[-2:])
 
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, n_hop={self.n_hop}, center={self.center}"
 
-
-class ISTFT(nn.Module):
+class ISTFT(_Transform):
     """Inverse of :class:`STFT`: complex ``(..., nb_bins, nb_frames)`` → waveform ``(..., time)``.
 
     Args:
@@ -98,18 +103,6 @@ class ISTFT(nn.Module):
         center: must match the forward transform.
         window: window name; only ``"hann"`` for now.
     """
-
-    window: Tensor
-
-    def __init__(
-        self, n_fft: int = 4096, n_hop: int = 1024, center: bool = False, window: str = "hann"
-    ) -> None:
-        super().__init__()
-        _check_sizes(n_fft, n_hop)
-        self.n_fft = n_fft
-        self.n_hop = n_hop
-        self.center = center
-        self.register_buffer("window", _make_window(window, n_fft), persistent=False)
 
     def forward(self, spec: Tensor, length: int | None = None) -> Tensor:
         """Invert ``spec`` ``(..., nb_bins, nb_frames)`` into ``(..., time)``.
@@ -147,9 +140,6 @@ class ISTFT(nn.Module):
         ]
         waveform = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         return waveform.reshape(*leading, waveform.shape[-1])
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, n_hop={self.n_hop}, center={self.center}"
 
 
 def magnitude(spec: Tensor, mono: bool = False) -> Tensor:
