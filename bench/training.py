@@ -56,7 +56,7 @@ def bench_preset(name: str, steps: int, warmup: int, batch: int) -> dict[str, An
     """Time ``steps`` training steps of preset ``name`` after ``warmup`` untimed ones."""
     from stemkit import models
     from stemkit.models.base import SeparationModel
-    from stemkit.train.loop import compute_loss
+    from stemkit.train.objectives import compute_loss
 
     preset = PRESETS[name]
     torch.manual_seed(0)

@@ -132,7 +132,7 @@ TINY_MODELS = {
 )
 def test_every_loss_gives_a_finite_gradient(name: str, loss: str) -> None:
     from stemkit import models
-    from stemkit.train.loop import LOSSES, compute_loss
+    from stemkit.train.objectives import LOSSES, compute_loss
 
     assert loss in LOSSES
     torch.manual_seed(0)
@@ -148,7 +148,7 @@ def test_every_loss_gives_a_finite_gradient(name: str, loss: str) -> None:
 
 def test_loss_and_model_mismatch_is_refused() -> None:
     from stemkit import models
-    from stemkit.train.loop import compute_loss
+    from stemkit.train.objectives import compute_loss
 
     model = models.build("bsrnn", sources=["vocals"], **TINY_MODELS["bsrnn"])
     stems = torch.zeros(1, 1, 2, 2048)

@@ -14,7 +14,8 @@ from stemkit.models.xumx import XUMX, convert_asteroid_state_dict
 from stemkit.separator import Separator
 from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.train.config import resolve_config
-from stemkit.train.loop import compute_loss, train
+from stemkit.train.loop import train
+from stemkit.train.objectives import compute_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SOURCES = ("bass", "drums", "vocals", "other")

@@ -20,6 +20,8 @@ class DataConfig:
     """Where the stems come from and how training excerpts are drawn."""
 
     root: str = "data/synth"
+    #: Layout of ``root``: a key of :data:`stemkit.data.factory.FORMATS`.
+    format: str = "musdb_hq"
     sources: list[str] = field(default_factory=lambda: list(MUSDB_SOURCES))
     segment: float = 6.0
     samples_per_track: int = 64

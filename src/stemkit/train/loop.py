@@ -34,18 +34,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stemkit import models
-from stemkit.dsp.stft import magnitude
+from stemkit.data.factory import full_tracks, training_dataset
 from stemkit.errors import StemkitError
-from stemkit.losses import (
-    l1_loss,
-    mse_loss,
-    multi_domain_loss,
-    sisdr_loss,
-    tf_l1_loss,
-    usdr_loss,
-)
 from stemkit.models.base import SeparationModel
-from stemkit.models.bsrnn import BSRNN
 from stemkit.models.umx import OpenUnmix
 from stemkit.separator import Separator
 from stemkit.train.checkpoint import (
@@ -62,59 +53,11 @@ from stemkit.train.config import (
     save_config,
 )
 from stemkit.train.ledger import CostLedger
+from stemkit.train.objectives import compute_loss
 from stemkit.train.plots import learning_curve
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
-
-
-#: Losses the trainer knows, and what each compares.
-LOSSES = {
-    "spectral_mse": "magnitude MSE (Open-Unmix recipe; spectrogram models)",
-    "multi_domain": "X-UMX: magnitude MSE + 10 × weighted SDR, over all 2^N-2 source subsets",
-    "tf_l1": "BSRNN t+tf: L1 on waveform + L1 on real and imaginary STFT parts",
-    "l1": "L1 on waveforms",
-    "mse": "MSE on waveforms",
-    "usdr": "negative uSDR (MDX definition) on waveforms",
-    "sisdr": "negative SI-SDR on waveforms",
-}
-
-
-def compute_loss(model: SeparationModel, mixture: Tensor, stems: Tensor, loss: str) -> Tensor:
-    """The training loss of ``model`` on one batch.
-
-    Args:
-        model: the model being trained.
-        mixture: ``(batch, channels, time)``.
-        stems: ``(batch, sources, channels, time)``, the targets in ``model.sources`` order.
-        loss: a key of :data:`LOSSES`.
-    """
-    if loss in ("spectral_mse", "multi_domain"):
-        if not isinstance(model, Separator):
-            raise StemkitError(f"loss {loss!r} needs a spectrogram model, not {model.model_name}")
-        mix_stft = model.mixture_spectrogram(mixture)
-        estimates = model.forward_magnitudes(magnitude(mix_stft, mono=model.nb_channels == 1))
-        targets = model.magnitudes(stems)
-        if loss == "spectral_mse":
-            return mse_loss(estimates, targets)
-        # Time-domain estimates with the mixture phase: the Wiener filter is not trained through.
-        phase = mix_stft / mix_stft.abs().clamp_min(1e-8)
-        waveforms = model.istft(estimates * phase.unsqueeze(1), length=mixture.shape[-1])
-        return multi_domain_loss(estimates, targets, waveforms, stems, mixture)
-    if loss == "tf_l1":
-        if not isinstance(model, BSRNN):
-            raise StemkitError(f"loss 'tf_l1' needs a band-split model, not {model.model_name}")
-        waveforms, spectrograms = model.forward_with_spec(mixture)
-        return tf_l1_loss(waveforms, stems, spectrograms, model.stft(stems))
-    waveform_losses: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "l1": l1_loss,
-        "mse": mse_loss,
-        "usdr": usdr_loss,
-        "sisdr": sisdr_loss,
-    }
-    if loss in waveform_losses:
-        return waveform_losses[loss](model(mixture), stems)
-    raise StemkitError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
 
 @torch.no_grad()
@@ -233,8 +176,8 @@ def train(
     check_same_run(run_dir, config_dict)
     save_config(config, run_dir / "config.yaml")
 
-    train_set = _training_excerpts(config)
-    valid_set = _full_tracks(config, "valid")
+    train_set = training_dataset(config.data, seed=config.seed)
+    valid_set = full_tracks(config.data, "valid", seed=config.seed)
     torch.manual_seed(config.seed)
     model = models.build(
         config.model.name, sources=list(config.data.sources), **config.model.kwargs
@@ -262,7 +205,9 @@ def train(
         if progress:
             print(f"resuming {run_dir} at epoch {start_epoch}")
     elif config.model.input_statistics and isinstance(model, Separator):
-        fit_input_statistics(model, _full_tracks(config, "train"), progress=progress)
+        fit_input_statistics(
+            model, full_tracks(config.data, "train", seed=config.seed), progress=progress
+        )
 
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
     logger = _RunLogger(run_dir)
@@ -365,41 +310,6 @@ def _train_one_epoch(
         total += loss.item()
         bar.set_postfix(loss=f"{total / (index + 1):.4f}")
     return total / max(nb_batches, 1)
-
-
-def _training_excerpts(config: TrainConfig) -> Any:
-    """The augmented training excerpts of ``config.data``."""
-    from stemkit.data.musdb import MusdbHQ
-
-    data = config.data
-    if len(data.gain) != 2:
-        raise StemkitError(f"data.gain must be [low, high], got {data.gain}")
-    return MusdbHQ(
-        data.root,
-        split="train",
-        sources=data.sources,
-        segment=data.segment,
-        samples_per_track=data.samples_per_track,
-        random_mix=data.random_mix,
-        gain=(data.gain[0], data.gain[1]),
-        channel_swap=data.channel_swap,
-        seed=config.seed,
-        valid_fraction=data.valid_fraction,
-    )
-
-
-def _full_tracks(config: TrainConfig, split: str) -> Any:
-    """Whole tracks of ``split``, unaugmented (validation, input statistics)."""
-    from stemkit.data.musdb import MusdbHQ
-
-    return MusdbHQ(
-        config.data.root,
-        split=split,
-        sources=config.data.sources,
-        segment=None,
-        seed=config.seed,
-        valid_fraction=config.data.valid_fraction,
-    )
 
 
 def _chunk_bounds(nb_samples: int, length: int) -> list[tuple[int, int]]:
