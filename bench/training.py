@@ -6,15 +6,17 @@ presets on random stereo excerpts at 44.1 kHz, after warm-up steps:
 * ``umxhq``: Open-Unmix at the UMX-HQ size (hidden 512, n_fft 4096, hop 1024, bandwidth
   16 kHz), four targets, magnitude MSE, 6 s excerpts;
 * ``bsrnn_small``: band-split RNN at the replication's "bsrnn" size (N=64, R=8), one source
-  (vocals), t+tf L1 loss, 3 s excerpts.
+  (vocals), t+tf L1 loss, 3 s excerpts;
+* ``bsrnn_large``: the same at the large size (N=128, R=12).
 
 The batch is smaller than the recipes' 16 so that the run stays short; throughput per excerpt
 second barely depends on it on CPU. Writes ``bench/results/training.json`` and ``.md`` with the
 machine, the thread count and the load average before and after (on a shared machine the
-timings are lower bounds of the throughput).
+timings are lower bounds of the throughput). Presets not run this time keep their earlier row
+(each row records its own date and load), so a slow preset can be re-measured alone.
 
 Usage:
-    python bench/training.py [--steps 3] [--warmup 1] [--batch 2] [--threads 1]
+    python bench/training.py [--steps 3] [--warmup 1] [--batch 2] [--threads 1] [--presets ...]
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="bsrnn",
         sources=["vocals"],
         kwargs=dict(n_features=64, n_layers=8, fac_sep=2, fac_mask=4, n_fft=2048, n_hop=512),
+        loss="tf_l1",
+        excerpt=3.0,
+    ),
+    "bsrnn_large": dict(
+        model="bsrnn",
+        sources=["vocals"],
+        kwargs=dict(n_features=128, n_layers=12, fac_sep=2, fac_mask=4, n_fft=2048, n_hop=512),
         loss="tf_l1",
         excerpt=3.0,
     ),
@@ -108,7 +117,10 @@ def main() -> None:
     started = time.perf_counter()
     results = {}
     for name in args.presets:
+        row_load = os.getloadavg()[0]
         results[name] = bench_preset(name, args.steps, args.warmup, args.batch)
+        results[name]["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        results[name]["load_average"] = [row_load, os.getloadavg()[0]]
         rate = results[name]["excerpt_seconds_per_second"]
         step = results[name]["median_step_seconds"]
         print(f"{name}: {rate:.2f} excerpt-s/s (median step {step:.2f} s)")
@@ -127,10 +139,18 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - started,
         "presets": results,
     }
+    previous = RESULTS / "training.json"
+    if previous.is_file():
+        kept = json.loads(previous.read_text()).get("presets", {})
+        document["presets"] = {**{k: v for k, v in kept.items() if k in PRESETS}, **results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(document, indent=2))
     (RESULTS / "training.md").write_text(_markdown(document))
     print(f"wrote {RESULTS / 'training.json'} and {RESULTS / 'training.md'}")
+
+
+def _load(pair: list[float] | None) -> str:
+    return "-" if pair is None else f"{pair[0]:.2f} → {pair[1]:.2f}"
 
 
 def _markdown(document: dict[str, Any]) -> str:
@@ -141,16 +161,19 @@ def _markdown(document: dict[str, Any]) -> str:
         f"{document['date']}, {machine['platform']}, {machine['cpu_count']} cores, "
         f"torch {machine['torch']}, {machine['threads']} thread(s); load average before "
         f"{document['load_average_before'][0]:.2f}, after {document['load_average_after'][0]:.2f}"
-        " (other jobs share the machine: the throughput is a lower bound).",
+        " (other jobs share the machine: the throughput is a lower bound). Rows keep the date "
+        "and load of their own measurement.",
         "",
-        "| preset | params (M) | loss | batch × excerpt | median step (s) | excerpt-s / s |",
-        "|---|---:|---|---:|---:|---:|",
+        "| preset | params (M) | loss | batch × excerpt | median step (s) | excerpt-s / s "
+        "| date | load (1 min) |",
+        "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for name, row in document["presets"].items():
         lines.append(
             f"| {name} | {row['parameters_m']:.2f} | {row['loss']} | "
             f"{row['batch']} × {row['excerpt_seconds']:g} s | {row['median_step_seconds']:.2f} | "
-            f"{row['excerpt_seconds_per_second']:.2f} |"
+            f"{row['excerpt_seconds_per_second']:.2f} | {row.get('date', document['date'])} | "
+            f"{_load(row.get('load_average'))} |"
         )
     lines += [
         "",
