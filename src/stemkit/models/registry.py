@@ -59,4 +59,13 @@ def available() -> list[str]:
 def _import_all() -> None:
     # Model modules register themselves on import; importing them here keeps `build` usable
     # without the caller knowing which module holds which model.
-    from stemkit.models import bsrnn, hourglass, identity, oracle, umx, xumx  # noqa: F401
+    from stemkit.models import (  # noqa: F401
+        bsrnn,
+        demucs,
+        hourglass,
+        identity,
+        oracle,
+        tasnet,
+        umx,
+        xumx,
+    )
