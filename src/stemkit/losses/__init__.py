@@ -11,6 +11,7 @@ from stemkit.losses.combination import (
     multi_domain_loss,
     source_combinations,
 )
+from stemkit.losses.masking import stacked_mask_l1
 from stemkit.losses.sdr import sisdr_loss, usdr_loss, weighted_sdr, weighted_sdr_loss
 from stemkit.losses.spectral import complex_l1_loss, magnitude_mse_loss, tf_l1_loss
 from stemkit.losses.waveform import l1_loss, mse_loss
@@ -25,6 +26,7 @@ __all__ = [
     "multi_domain_loss",
     "sisdr_loss",
     "source_combinations",
+    "stacked_mask_l1",
     "tf_l1_loss",
     "usdr_loss",
     "weighted_sdr",

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from stemkit.dsp.stft import ISTFT, STFT, magnitude
 from stemkit.dsp.wiener import initial_estimates
+from stemkit.losses.masking import stacked_mask_l1
 from stemkit.models.base import SeparationModel
 from stemkit.models.registry import register
 
@@ -31,6 +32,7 @@ __all__ = [
     "StackedHourglass",
     "growth_channels",
     "shnet",
+    "stacked_mask_loss",
     "window_plan",
 ]
 
@@ -115,6 +117,9 @@ class StackedHourglass(nn.Module):
         depth: levels per hourglass, i.e. max-poolings (4).
         level_channels: lower-branch widths per level, outermost first (length ``depth``);
             ``None`` keeps ``channels`` everywhere, as the reference code does.
+        stem_channels: widths of the stem convolutions before the last one (4 values;
+            ``None``: the reference 64, 128, 128, 128). They run at full resolution, so they
+            dominate the cost of a narrow network.
 
     Shapes:
         forward: ``(batch, 1, nb_bins, nb_frames)`` → list of ``nb_stacks`` tensors
@@ -128,6 +133,7 @@ class StackedHourglass(nn.Module):
         nb_stacks: int = 4,
         depth: int = 4,
         level_channels: Sequence[int] | None = None,
+        stem_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if nb_sources < 1 or channels < 1 or nb_stacks < 1 or depth < 1:
@@ -138,9 +144,14 @@ class StackedHourglass(nn.Module):
         levels = [channels] * depth if level_channels is None else [int(c) for c in level_channels]
         if len(levels) != depth or min(levels) < 1:
             raise ValueError(f"level_channels needs {depth} positive widths, got {level_channels}")
+        stem = STEM_CHANNELS if stem_channels is None else tuple(int(c) for c in stem_channels)
+        if len(stem) != len(STEM_CHANNELS) or min(stem) < 1:
+            raise ValueError(
+                f"stem_channels needs {len(STEM_CHANNELS)} positive widths, got {stem_channels}"
+            )
         self.nb_sources = nb_sources
         self.nb_stacks = nb_stacks
-        widths = (1, *STEM_CHANNELS, channels)
+        widths = (1, *stem, channels)
         kernels = (7, 3, 3, 3, 3)
         self.stem = nn.Sequential(
             *(
@@ -371,6 +382,46 @@ class HourglassSeparator(SeparationModel):
         return self.istft(initial_estimates(estimates, mix_stft), length=mixture.shape[-1])
 
 
+def stacked_mask_loss(model: HourglassSeparator, mixture: Tensor, stems: Tensor) -> Tensor:
+    """SH-Net training loss on one batch of excerpts: ``Σ_stacks mean|Y − X ⊙ M_stack|``.
+
+    The reference recipe: mixture and target magnitudes (centred STFT) are both divided by the
+    largest mixture magnitude of each excerpt, the top (Nyquist) bin is dropped, and every
+    stack's masks are applied to the mixture (:func:`stemkit.losses.stacked_mask_l1`). The
+    whole excerpt is one patch, so an excerpt of ``(patch_frames − 1) · n_hop + 1`` samples
+    gives exactly the reference's 64-frame patches; other lengths work too.
+
+    Args:
+        model: the SH-Net separator being trained.
+        mixture: ``(batch, 1, time)``, the sum of ``stems`` (mono).
+        stems: ``(batch, nb_sources, 1, time)`` in ``model.sources`` order.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        ValueError: shapes that are not mono batches of matching length and source count.
+    """
+    if mixture.dim() != 3 or stems.dim() != 4:
+        raise ValueError(
+            f"expected mixture (batch, 1, time) and stems (batch, nb_sources, 1, time), got "
+            f"{tuple(mixture.shape)} and {tuple(stems.shape)}"
+        )
+    if stems.shape[1] != len(model.sources) or stems.shape[0] != mixture.shape[0]:
+        raise ValueError(
+            f"stems {tuple(stems.shape)} do not hold {len(model.sources)} sources "
+            f"({', '.join(model.sources)}) for a batch of {mixture.shape[0]}"
+        )
+    if stems.shape[-1] != mixture.shape[-1]:
+        raise ValueError(f"mixture has {mixture.shape[-1]} samples but the stems {stems.shape[-1]}")
+    mix_mag = model.magnitudes(mixture)
+    scale = model.normaliser(mix_mag)
+    mix_mag = (mix_mag / scale)[..., : model.nb_bins, :]
+    # (batch, nb_sources, 1, bins, frames) -> (batch, nb_sources, bins, frames)
+    target_mag = (model.magnitudes(stems) / scale.unsqueeze(1))[..., 0, : model.nb_bins, :]
+    return stacked_mask_l1(model.stack_masks(mix_mag), mix_mag, target_mag)
+
+
 @register("shnet")
 def shnet(
     sources: Sequence[str] = ("accompaniment", "vocals"),
@@ -378,6 +429,7 @@ def shnet(
     nb_stacks: int = 4,
     depth: int = 4,
     channel_growth: bool = False,
+    stem_channels: Sequence[int] | None = None,
     sample_rate: int = 8000,
     n_fft: int = 1024,
     n_hop: int = 256,
@@ -396,6 +448,8 @@ def shnet(
         depth: levels per hourglass.
         channel_growth: lower-branch widths growing with depth (:func:`growth_channels`)
             instead of a constant ``channels``; about 20 % fewer parameters.
+        stem_channels: widths of the first four stem convolutions (``None``: 64, 128, 128,
+            128, the reference); narrow them for small, fast networks.
         sample_rate: rate in Hz.
         n_fft: FFT size; the network sees ``n_fft // 2`` bins.
         n_hop: hop size.
@@ -416,6 +470,7 @@ def shnet(
         nb_stacks=nb_stacks,
         depth=depth,
         level_channels=growth_channels(channels, depth) if channel_growth else None,
+        stem_channels=stem_channels,
     )
     return HourglassSeparator(
         net,

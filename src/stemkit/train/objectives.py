@@ -22,6 +22,7 @@ from stemkit.losses import (
 )
 from stemkit.models.base import SeparationModel
 from stemkit.models.bsrnn import BSRNN
+from stemkit.models.hourglass import HourglassSeparator, stacked_mask_loss
 from stemkit.separator import Separator
 
 __all__ = ["LOSSES", "compute_loss"]
@@ -31,6 +32,7 @@ LOSSES = {
     "spectral_mse": "magnitude MSE (Open-Unmix recipe; spectrogram models)",
     "multi_domain": "X-UMX: magnitude MSE + 10 × weighted SDR, over all 2^N-2 source subsets",
     "tf_l1": "BSRNN t+tf: L1 on waveform + L1 on real and imaginary STFT parts",
+    "stacked_l1": "SH-Net: sum over stacks of mean |Y - X * M_stack| on max-normalised magnitudes",
     "l1": "L1 on waveforms",
     "mse": "MSE on waveforms",
     "usdr": "negative uSDR (MDX definition) on waveforms",
@@ -64,6 +66,12 @@ def compute_loss(model: SeparationModel, mixture: Tensor, stems: Tensor, loss: s
             raise StemkitError(f"loss 'tf_l1' needs a band-split model, not {model.model_name}")
         waveforms, spectrograms = model.forward_with_spec(mixture)
         return tf_l1_loss(waveforms, stems, spectrograms, model.stft(stems))
+    if loss == "stacked_l1":
+        if not isinstance(model, HourglassSeparator):
+            raise StemkitError(
+                f"loss 'stacked_l1' needs a stacked hourglass model, not {model.model_name}"
+            )
+        return stacked_mask_loss(model, mixture, stems)
     waveform_losses: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "l1": l1_loss,
         "mse": mse_loss,
