@@ -7,13 +7,16 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from stemkit.dsp.stft import ISTFT, STFT, magnitude
+from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd, magnitude
 from stemkit.dsp.wiener import wiener
 from stemkit.models.base import SeparationModel
 
 __all__ = ["Separator"]
 
 RESIDUAL = "residual"
+#: frames per block when no Wiener block size applies (``niter=0``, or EM over whole tracks is
+#: not requested): results do not depend on it, only the working memory does
+_DEFAULT_BLOCK = 256
 
 
 class Separator(SeparationModel):
@@ -148,7 +151,20 @@ class Separator(SeparationModel):
             ``(batch, nb_targets, nb_channels, nb_bins, nb_frames)``, targets in order (no
             residual).
         """
-        return torch.stack([core(mix_mag) for core in self.target_models.values()], dim=1)
+        cores = list(self.target_models.values())
+        if torch.is_grad_enabled() and (
+            mix_mag.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            return torch.stack([core(mix_mag) for core in cores], dim=1)
+        # Without autograd each core writes into one preallocated tensor: a list plus its
+        # stacked copy would hold every estimate twice.
+        first = cores[0](mix_mag)
+        estimates = first.new_empty(first.shape[0], len(cores), *first.shape[1:])
+        estimates[:, 0] = first
+        del first
+        for index, core in enumerate(cores[1:], start=1):
+            estimates[:, index] = core(mix_mag)
+        return estimates
 
     def forward(self, mixture: Tensor) -> Tensor:
         """Separate ``mixture`` ``(batch, channels, time)`` into
@@ -158,13 +174,56 @@ class Separator(SeparationModel):
                 f"expected a waveform (batch, channels, time), got shape {tuple(mixture.shape)}"
             )
         mix_stft = self.mixture_spectrogram(mixture)
+        # the magnitude is a temporary: freed as soon as the cores have run
         estimates = self.forward_magnitudes(magnitude(mix_stft, mono=self.nb_channels == 1))
-        stems_stft = wiener(
-            estimates,
-            mix_stft,
-            iterations=self.niter,
-            softmask=self.softmask,
-            residual=self._residual,
-            win_len=self.wiener_win_len,
-        )
-        return self.istft(stems_stft, length=mixture.shape[-1])
+        if torch.is_grad_enabled() and estimates.requires_grad:
+            # training through the filter: whole-signal ops, which autograd handles plainly
+            stems_stft = wiener(
+                estimates,
+                mix_stft,
+                iterations=self.niter,
+                softmask=self.softmask,
+                residual=self._residual,
+                win_len=self.wiener_win_len,
+            )
+            return self.istft(stems_stft, length=mixture.shape[-1])
+        return self.filter_and_invert(estimates, mix_stft, length=mixture.shape[-1])
+
+    def filter_and_invert(self, estimates: Tensor, mix_stft: Tensor, length: int) -> Tensor:
+        """Wiener-filter the estimates and invert them to waveforms, one block at a time.
+
+        Each block of ``wiener_win_len`` frames goes through initial estimates, EM and the
+        inverse STFT, overlap-added into the preallocated output
+        (:class:`stemkit.dsp.stft.OverlapAdd`): beyond the inputs and the returned stems the
+        memory is that of one block, and the complex stems never exist for the whole signal.
+        Equal (up to float rounding) to :func:`stemkit.dsp.wiener.wiener` with
+        ``win_len=wiener_win_len`` followed by the iSTFT of the whole signal. With
+        ``wiener_win_len=None`` and ``niter > 0`` the EM pools over the whole signal, so the
+        whole signal is one block.
+
+        Args:
+            estimates: ``(batch, nb_targets, nb_channels|1, nb_bins, nb_frames)`` magnitudes.
+            mix_stft: complex ``(batch, nb_channels, nb_bins, nb_frames)``.
+            length: output samples (the mixture length).
+
+        Returns:
+            ``(batch, sources, nb_channels, length)``.
+        """
+        nb_frames = mix_stft.shape[-1]
+        block = self.wiener_win_len or (nb_frames if self.niter > 0 else _DEFAULT_BLOCK)
+        batch, nb_channels = mix_stft.shape[0], mix_stft.shape[-3]
+        out = mix_stft.real.new_zeros(batch, len(self.sources), nb_channels, length)
+        inverse = OverlapAdd(self.istft, out, nb_frames)
+        for start in range(0, nb_frames, block):
+            # one block of the blocked filter: its scaling and EM statistics are per block
+            stems_stft = wiener(
+                estimates[..., start : start + block],
+                mix_stft[..., start : start + block],
+                iterations=self.niter,
+                softmask=self.softmask,
+                residual=self._residual,
+                win_len=None,
+            )
+            inverse.add(stems_stft)
+            del stems_stft
+        return inverse.finish()

@@ -172,3 +172,133 @@ def bandwidth_to_max_bin(rate: float, n_fft: int, bandwidth: float) -> int:
     if below.size == 0:
         raise ValueError(f"bandwidth {bandwidth} Hz keeps no frequency bin; give a value >= 0")
     return int(below.max()) + 1
+
+
+class OverlapAdd:
+    """Inverse STFT assembled block by block into a preallocated waveform.
+
+    The inverse STFT is linear in the frames: each frame's inverse FFT, windowed, is added at
+    its hop offset, and the sum is divided by the overlap-added squared window (the *window
+    envelope*). Here the un-normalised sum is accumulated into ``out`` block after block, and a
+    stretch of samples is divided by its envelope as soon as no later frame can reach it. The
+    result equals :class:`ISTFT` on the whole spectrogram (up to float rounding where blocks
+    meet), while only one block of frames is ever transformed at a time: the memory beyond
+    ``out`` is ``O(block)``.
+
+    Frames must be given in order, covering ``nb_frames`` in total; :meth:`finish` returns
+    ``out``.
+
+    Args:
+        istft: the inverse transform to reproduce (sizes, window, centring).
+        out: zero-filled, contiguous ``(..., time)`` buffer (``time`` = the ``length`` that
+            :class:`ISTFT` would be given); the leading dimensions match the spectrogram
+            blocks' ``(..., nb_bins, nb_frames)``.
+        nb_frames: total number of frames that will be added.
+    """
+
+    # frames transformed at once inside one add(): bounds the (rows, n_fft, frames) buffer
+    _FRAMES_PER_STEP = 256
+
+    def __init__(self, istft: ISTFT, out: Tensor, nb_frames: int) -> None:
+        if out.is_complex() or not out.is_contiguous():
+            raise ValueError("OverlapAdd needs a real, contiguous output buffer (..., time)")
+        self.n_fft = istft.n_fft
+        self.n_hop = istft.n_hop
+        self.window = istft.window.to(device=out.device, dtype=out.dtype)
+        # padded-signal sample p lands at out[..., p - offset] (centring crops n_fft // 2)
+        self.offset = istft.n_fft // 2 if istft.center else 0
+        self.out = out
+        self.rows = out.view(-1, out.shape[-1])
+        self.length = out.shape[-1]
+        self.nb_frames = nb_frames
+        self.next_frame = 0
+        self.normalised = 0  # padded-signal samples below this are final
+
+    def add(self, spec: Tensor) -> None:
+        """Add the next frames ``(..., nb_bins, nb_block_frames)`` (complex)."""
+        if not spec.is_complex() or spec.shape[-2] != self.n_fft // 2 + 1:
+            raise ValueError(
+                f"expected a complex spectrogram with {self.n_fft // 2 + 1} bins, got "
+                f"{'complex' if spec.is_complex() else 'real'} {tuple(spec.shape)}"
+            )
+        count = spec.shape[-1]
+        if self.next_frame + count > self.nb_frames:
+            raise ValueError(
+                f"{self.next_frame + count} frames added, only {self.nb_frames} announced"
+            )
+        rows = spec.reshape(-1, *spec.shape[-2:])
+        if rows.shape[0] != self.rows.shape[0]:
+            raise ValueError(
+                f"spectrogram block {tuple(spec.shape)} does not match the output "
+                f"{tuple(self.out.shape)}"
+            )
+        for piece in rows.split(self._FRAMES_PER_STEP, dim=-1):
+            # the inverse FFT runs along the last axis, where it is fastest
+            frames = torch.fft.irfft(piece.transpose(-1, -2), n=self.n_fft) * self.window
+            self._accumulate(_overlap_add(frames, self.n_hop), self.next_frame * self.n_hop)
+            self.next_frame += piece.shape[-1]
+        # later frames start at next_frame * n_hop: everything before it is complete
+        self._normalise(self.next_frame * self.n_hop)
+
+    def finish(self) -> Tensor:
+        """Normalise what remains and return the waveform ``out``."""
+        if self.next_frame != self.nb_frames:
+            raise ValueError(f"only {self.next_frame} of {self.nb_frames} frames were added")
+        self._normalise(self.n_fft + self.n_hop * (self.nb_frames - 1))
+        return self.out
+
+    def _accumulate(self, signal: Tensor, start: int) -> None:
+        lo = max(start, self.offset)
+        hi = min(start + signal.shape[-1], self.offset + self.length)
+        if lo < hi:
+            self.rows[:, lo - self.offset : hi - self.offset] += signal[:, lo - start : hi - start]
+
+    def _normalise(self, stop: int) -> None:
+        start, self.normalised = self.normalised, stop
+        lo = max(start, self.offset)
+        hi = min(stop, self.offset + self.length)
+        if lo >= hi:
+            return
+        envelope = self._envelope(lo, hi)
+        if bool((envelope.abs() < 1e-11).any()):
+            raise ValueError(
+                f"the window overlap-add is zero somewhere (n_fft={self.n_fft}, "
+                f"n_hop={self.n_hop}): the inverse STFT is undefined; lower n_hop"
+            )
+        self.rows[:, lo - self.offset : hi - self.offset] /= envelope
+
+    def _envelope(self, lo: int, hi: int) -> Tensor:
+        """Σ_k window²(p - k·n_hop) for padded-signal samples ``p`` in ``[lo, hi)``."""
+        first = max(0, (lo - self.n_fft) // self.n_hop + 1)
+        last = min(self.nb_frames - 1, (hi - 1) // self.n_hop)
+        squares = self.window.square()[None, :, None].expand(1, self.n_fft, last - first + 1)
+        envelope = _fold(squares.contiguous(), self.n_hop)[0]
+        begin = first * self.n_hop
+        if begin + envelope.shape[-1] < hi:  # past the last frame's end: nothing overlaps
+            envelope = nn.functional.pad(envelope, (0, hi - begin - envelope.shape[-1]))
+        return envelope[lo - begin : hi - begin]
+
+
+def _overlap_add(frames: Tensor, n_hop: int) -> Tensor:
+    """Overlap-add ``(rows, nb_frames, n_fft)`` at hop ``n_hop`` into ``(rows, time)``."""
+    rows, count, n_fft = frames.shape
+    if n_fft % n_hop:
+        return _fold(frames.transpose(-1, -2), n_hop)
+    # n_fft a multiple of n_hop: add the hop-long slices of the frames with a few shifted
+    # sums, several times faster than nn.functional.fold on CPU
+    overlap = n_fft // n_hop
+    slices = frames.reshape(rows, count, overlap, n_hop)
+    signal = frames.new_zeros(rows, count + overlap - 1, n_hop)
+    for index in range(overlap):
+        signal[:, index : index + count] += slices[:, :, index]
+    return signal.reshape(rows, -1)
+
+
+def _fold(frames: Tensor, n_hop: int) -> Tensor:
+    """Overlap-add ``(rows, n_fft, nb_frames)`` at hop ``n_hop`` into ``(rows, time)``."""
+    n_fft, count = frames.shape[-2], frames.shape[-1]
+    length = n_fft + n_hop * (count - 1)
+    signal = nn.functional.fold(
+        frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, n_hop)
+    )
+    return signal.reshape(frames.shape[0], length)
