@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -98,6 +98,29 @@ class Track:
         """The WAV file of ``stem`` (a source name or ``"mixture"``)."""
         return self.folder / f"{stem}.wav"
 
+    def read(self, stem: str, start: int, frames: int) -> np.ndarray:
+        """``frames`` frames of ``stem`` from frame ``start``, by seeking: ``(channels, frames)``.
+
+        Subclasses for other containers (see :mod:`stemkit.data.stems_mp4`) override this and
+        :meth:`path`; the datasets read every excerpt through it.
+
+        Raises:
+            DatasetError: the file cannot be read or holds fewer frames than asked.
+        """
+        path = self.path(stem)
+        try:
+            data, _ = sf.read(
+                str(path), start=start, frames=frames, dtype="float32", always_2d=True
+            )
+        except (RuntimeError, OSError) as err:
+            raise DatasetError(f"{path}: cannot read audio ({err})") from err
+        if data.shape[0] != frames:
+            raise DatasetError(
+                f"{path}: expected {frames} frames from frame {start} but the file gave "
+                f"{data.shape[0]}; it changed or is truncated since the dataset was listed"
+            )
+        return data.T
+
 
 @dataclass(frozen=True)
 class Excerpt:
@@ -123,9 +146,10 @@ def _reject_stem_mp4(folder: Path) -> None:
     if found:
         raise DatasetError(
             f"{folder}: holds MUSDB18 '.stem.mp4' files (e.g. '{found[0].name}'), the compressed "
-            "release. This loader reads the MUSDB18-HQ WAV layout; a .stem.mp4 loader comes later. "
-            "Use MUSDB18-HQ, or decode each track into <root>/<train|test>/<track name>/"
-            "{mixture,drums,bass,other,vocals}.wav (the musdb package's `musdbconvert` does this)."
+            "release. This loader reads the MUSDB18-HQ WAV layout; read it with "
+            "stemkit.data.MusdbStems (training: data.format=musdb_stems), or decode each track "
+            "into <root>/<train|test>/<track name>/{mixture,drums,bass,other,vocals}.wav (the "
+            "musdb package's `musdbconvert` does this) for faster excerpts."
         )
 
 
@@ -283,21 +307,28 @@ def split_tracks(
     return chosen
 
 
+#: A function listing the tracks of one subset: ``(root, subset, sources) -> tracks``.
+TrackLister = Callable[[str | PathLike[str], str, Sequence[str]], list[Track]]
+
+
 def load_split(
     root: str | PathLike[str],
     split: str,
     sources: Sequence[str] = MUSDB_SOURCES,
     valid_fraction: float = 0.15,
     seed: int = 42,
+    lister: TrackLister | None = None,
 ) -> list[Track]:
     """The tracks of ``split`` (``"train"``, ``"valid"`` or ``"test"``) under ``root``.
 
-    Lists the right subset with :func:`list_tracks` and selects with :func:`split_tracks`.
+    Lists the right subset with ``lister`` (:func:`list_tracks`, the WAV layout, by default)
+    and selects with :func:`split_tracks`.
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     subset = "test" if split == "test" else "train"
-    return split_tracks(list_tracks(root, subset, sources), split, valid_fraction, seed)
+    tracks = (lister or list_tracks)(root, subset, sources)
+    return split_tracks(tracks, split, valid_fraction, seed)
 
 
 class MusdbHQ(Dataset[tuple[Tensor, str]]):
@@ -368,7 +399,9 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
         self.root = Path(root)
         self.split = split
         self.sources: tuple[str, ...] = tuple(sources)
-        self.tracks = load_split(root, split, sources, valid_fraction, split_seed)
+        self.tracks = load_split(
+            root, split, sources, valid_fraction, split_seed, lister=self.list_tracks
+        )
         first = self.tracks[0]
         for track in self.tracks[1:]:
             if (track.sample_rate, track.channels) != (first.sample_rate, first.channels):
@@ -387,6 +420,11 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
         self.seed = int(seed)
         # Kept in shared memory so that persistent DataLoader workers see set_epoch() too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @staticmethod
+    def list_tracks(root: str | PathLike[str], subset: str, sources: Sequence[str]) -> list[Track]:
+        """The tracks of one subset; subclasses reading another layout override this."""
+        return list_tracks(root, subset, sources)
 
     @property
     def epoch(self) -> int:
@@ -469,23 +507,11 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
             else f"{self.segment_frames} frames x {self.samples_per_track} per track"
         )
         return (
-            f"MusdbHQ(root={str(self.root)!r}, split={self.split!r}, "
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
             f"tracks={len(self.tracks)}, sources={self.sources}, {mode})"
         )
 
 
 def _read_excerpt(excerpt: Excerpt) -> np.ndarray:
-    """Read ``excerpt.frames`` frames from ``excerpt.start`` by seeking: ``(channels, frames)``."""
-    path = excerpt.track.path(excerpt.source)
-    try:
-        data, _ = sf.read(
-            str(path), start=excerpt.start, frames=excerpt.frames, dtype="float32", always_2d=True
-        )
-    except (RuntimeError, OSError) as err:
-        raise DatasetError(f"{path}: cannot read audio ({err})") from err
-    if data.shape[0] != excerpt.frames:
-        raise DatasetError(
-            f"{path}: expected {excerpt.frames} frames from frame {excerpt.start} but the file "
-            f"gave {data.shape[0]}; it changed or is truncated since the dataset was listed"
-        )
-    return data.T
+    """Read ``excerpt.frames`` frames from ``excerpt.start``: ``(channels, frames)``."""
+    return excerpt.track.read(excerpt.source, excerpt.start, excerpt.frames)
