@@ -78,7 +78,14 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     lines = [line for line in table.splitlines() if line.startswith("| tiny_")]
     assert [line.split("|")[1].strip() for line in lines] == ["tiny_umx", "tiny_bsrnn"]
     assert "Vocals SDR" in table and "Avg uSDR" in table
-    assert all(line.split("|")[-3].strip() == "–" for line in lines)  # CodeCarbon column
+    for line in lines:  # the CodeCarbon column: its measurement, or "–" with a reason on record
+        name, cell = line.split("|")[1].strip(), line.split("|")[-3].strip()
+        measured = json.loads((runs / name / "eval" / "summary.json").read_text())
+        codecarbon = measured["ledger_totals"].get("codecarbon_kwh")
+        if codecarbon is None:
+            assert cell == "–"
+        else:
+            assert float(cell) == pytest.approx(codecarbon, rel=1e-2) and codecarbon >= 0
     with open(runs / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
     summary = json.loads((runs / "tiny_bsrnn" / "eval" / "summary.json").read_text())

@@ -22,6 +22,7 @@ TINY = [
     "data.samples_per_track=4",
     "optim.batch_size=4",
     "optim.lr=0.01",
+    "ledger.codecarbon=false",  # its hardware probe costs a second per run; tested elsewhere
 ]
 
 

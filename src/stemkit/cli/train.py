@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ def add_parser(subparsers: Any) -> None:
         "(e.g. data.root=data/synth optim.epochs=20 model.kwargs.hidden_size=128; the BSRNN "
         "recipe: optim.scheduler=step optim.monitor=valid_usdr optim.lr_scale_batch=16). "
         "The run folder gets config.yaml, last.pt, best.pt, history.json/.csv and "
-        "learning_curve.png.",
+        "learning_curve.png. Several processes: torchrun --nproc_per_node N -m stemkit.cli.main "
+        "train ... (DDP; the global batch is optim.batch_size x N); devices, precision "
+        "(32-true, bf16-mixed, 16-mixed) and strategy are options too.",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     parser.add_argument("-c", "--config", type=Path, default=None, help="YAML preset")
@@ -39,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     config = resolve_config(args.config, overrides)
     best = train(config, progress=not args.quiet)
-    print(f"best checkpoint: {best}")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per torchrun process
+        print(f"best checkpoint: {best}")
     return 0

@@ -16,12 +16,42 @@ from stemkit.errors import StemkitError
 
 
 @dataclass
+class SadConfig:
+    """Source activity detection sampling (BSRNN recipe, spec-notes §4.6), for ``sampler: sad``.
+
+    The detector settings are those of :class:`stemkit.data.sad.SadParams`; ``items`` is the
+    number of excerpts per epoch (``null``: ``samples_per_track`` × the number of training
+    tracks); ``index`` is a JSON cache of the kept windows, reused while it matches the tracks
+    and settings (``null``: scan the stems at every start).
+    """
+
+    window: float = 6.0
+    hop: float = 3.0
+    nb_chunks: int = 10
+    quantile: float = 0.15
+    floor: float = 1e-3
+    min_fraction: float = 0.5
+    items: int | None = None
+    gain_db: float | None = 10.0
+    silence_p: float = 0.1
+    normalize: bool = True
+    index: str | None = None
+
+
+@dataclass
 class DataConfig:
-    """Where the stems come from and how training excerpts are drawn."""
+    """Where the stems come from and how training excerpts are drawn.
+
+    ``sampler`` is ``"uniform"`` (Open-Unmix: uniform excerpts, ``random_mix``, ``gain`` and
+    ``channel_swap`` apply) or ``"sad"`` (BSRNN: excerpts from the active windows of each source,
+    with the gains and silencing of ``sad``; needs ``format: musdb_hq``).
+    """
 
     root: str = "data/synth"
     #: Layout of ``root``: a key of :data:`stemkit.data.factory.FORMATS`.
     format: str = "musdb_hq"
+    #: Rate in Hz the items are resampled to, for formats that resample (MIR-1K: None = 8 kHz).
+    sample_rate: int | None = None
     sources: list[str] = field(default_factory=lambda: list(MUSDB_SOURCES))
     segment: float = 6.0
     samples_per_track: int = 64
@@ -30,6 +60,8 @@ class DataConfig:
     channel_swap: bool = True
     valid_fraction: float = 0.15
     num_workers: int = 0
+    sampler: str = "uniform"
+    sad: SadConfig = field(default_factory=SadConfig)
 
 
 @dataclass
@@ -77,6 +109,19 @@ class OptimConfig:
     gamma: float = 0.98
 
 
+@dataclass
+class LedgerConfig:
+    """How a run's energy is measured, beside the Green Algorithms estimate it always gets.
+
+    ``codecarbon`` turns on CodeCarbon's offline tracker (it never touches the network; it
+    measures the machine of the first process); ``country_iso_code`` picks the grid carbon
+    intensity it uses (ISO 3166-1 alpha-3, e.g. ``"FRA"``, ``"USA"``).
+    """
+
+    codecarbon: bool = True
+    country_iso_code: str = "USA"
+
+
 #: Allowed values of the string options of :class:`OptimConfig`.
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw"),
@@ -85,13 +130,39 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Numeric precisions the trainer hands to Lightning Fabric.
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+#: Distribution strategies: ``auto`` is one process, or DDP when several are launched.
+STRATEGIES = ("auto", "ddp")
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; the run folder name comes from ``run_dir``."""
+    """Everything a run depends on; the run folder name comes from ``run_dir``.
+
+    Devices, precision and distribution go to Lightning Fabric:
+
+    - ``device``: the accelerator, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"`` for GPU N alone),
+      ``"mps"`` or ``"auto"``.
+    - ``devices``: processes (one device each) on this node; ``"auto"`` takes the number
+      ``torchrun --nproc_per_node`` launched (1 without torchrun), or an integer.
+    - ``num_nodes``: machines taking part (``torchrun --nnodes``).
+    - ``precision``: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; mixed
+      precision only pays on a GPU, on a CPU it runs but is slower).
+    - ``strategy``: ``"auto"`` (DDP when there is more than one process) or ``"ddp"``.
+
+    With ``W`` processes in all, each one draws ``optim.batch_size`` excerpts per step, so the
+    global batch is ``optim.batch_size × W`` (× ``optim.accumulate``).
+    """
 
     run_dir: str = "runs/umx"
     seed: int = 42
     device: str = "cpu"
+    devices: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    strategy: str = "auto"
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -121,7 +192,24 @@ def resolve_config(
         raise StemkitError(f"bad training configuration: {error}") from error
     assert isinstance(config, TrainConfig)
     _check_optim(config.optim, preset)
+    _check_devices(config, preset)
     return config
+
+
+def _check_devices(config: TrainConfig, preset: str | Path | None) -> None:
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    if config.precision not in PRECISIONS:
+        raise StemkitError(
+            f"precision={config.precision!r}{where}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if config.strategy not in STRATEGIES:
+        raise StemkitError(
+            f"strategy={config.strategy!r}{where}: choose one of {', '.join(STRATEGIES)}"
+        )
+    if config.devices != "auto" and not (config.devices.isdigit() and int(config.devices) > 0):
+        raise StemkitError(f"devices={config.devices!r}{where}: give 'auto' or a number >= 1")
+    if config.num_nodes < 1:
+        raise StemkitError(f"num_nodes={config.num_nodes}{where}: must be at least 1")
 
 
 def _check_optim(optim: OptimConfig, preset: str | Path | None) -> None:

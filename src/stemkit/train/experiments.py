@@ -214,7 +214,7 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
             row["parameters_m"] = summary["parameters"] / 1e6
             totals = summary["ledger_totals"]
             row["energy_kwh_green_algorithms"] = totals["energy_kwh"]
-            row["energy_kwh_codecarbon"] = None
+            row["energy_kwh_codecarbon"] = totals.get("codecarbon_kwh")
             row["training_hours"] = totals["wall_seconds"] / 3600.0
         rows.append(row)
     return rows
@@ -225,7 +225,7 @@ def grid_table(grid: Grid, write: bool = True) -> str:
 
     Columns: SDR (cSDR, dB) per source and their average, the average uSDR (dB), parameters
     (millions), energy in kWh by the Green Algorithms estimate of the run's ledger and by
-    CodeCarbon (not installed: shown as "–"), and the training time.
+    CodeCarbon's offline tracker ("–" where it could not measure), and the training time.
     """
     rows = grid_rows(grid)
     keys = dict.fromkeys(key for row in rows for key in row if key.startswith("sdr_"))
@@ -250,7 +250,7 @@ def grid_table(grid: Grid, write: bool = True) -> str:
     note = (
         f"\nSDR = cSDR (BSS Eval v4, median over 1 s frames then tracks) and uSDR (MDX, mean "
         f"over tracks), on the '{grid.subset}' split, in dB. Energy GA: Green Algorithms estimate "
-        "from each run's cost ledger; CodeCarbon is not installed (–).\n"
+        "from each run's cost ledger; CodeCarbon '–' where it could not measure.\n"
     )
     markdown = "\n".join(lines) + "\n" + note
     if write:

@@ -1,13 +1,20 @@
 """The cost ledger: what a run cost in time and energy.
 
-The energy figure is the Green Algorithms estimate (Lannelongue et al. 2021):
-``runtime × (cores × power per core × usage + memory GB × power per GB) × PUE``, and carbon is
-that energy times the grid's carbon intensity. The constants are stated in every ledger so a
-reader can redo the sum with their own.
+Two energy figures, side by side:
+
+- ``energy_kwh``: the Green Algorithms estimate (Lannelongue et al. 2021), always there:
+  ``runtime × (cores × power per core × usage + memory GB × power per GB) × PUE × nodes``;
+  carbon is that energy times the grid's carbon intensity. The constants are stated in every
+  ledger so a reader can redo the sum with their own.
+- ``codecarbon_kwh``: what CodeCarbon's offline tracker measured (RAPL/NVML where the machine
+  exposes them, its own power model elsewhere), or None where it could not run; the ledger
+  then says why in ``codecarbon.reason``. The tracker never touches the network and writes no
+  files; it covers the whole machine of the process that keeps the ledger.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,63 +34,155 @@ class GreenAlgorithmsConstants:
 
 @dataclass
 class CostLedger:
-    """Accumulates wall time per epoch and turns it into energy and carbon estimates."""
+    """Accumulates wall time and energy per epoch.
+
+    Each epoch row holds ``epoch``, ``seconds``, ``energy_kwh`` and ``carbon_g`` (Green
+    Algorithms) and ``codecarbon_kwh`` (None when not measured).
+    """
 
     nb_cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     memory_gb: float = 4.0
     constants: GreenAlgorithmsConstants = field(default_factory=GreenAlgorithmsConstants)
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    #: Machines taking part; the estimate counts ``nb_cores`` on each.
+    nb_nodes: int = 1
+    #: Why CodeCarbon gave no figure (None while it measures or was never asked to).
+    codecarbon_reason: str | None = "not enabled"
+    country_iso_code: str | None = None
     _started: float | None = None
+    _tracker: Any = None
+    _tracker_kwh: float = 0.0
+
+    def use_codecarbon(self, country_iso_code: str) -> None:
+        """Measure the following epochs with CodeCarbon's offline tracker as well.
+
+        Nothing is raised if CodeCarbon is missing or fails: the epochs get None and
+        ``codecarbon_reason`` says why.
+        """
+        self.country_iso_code = country_iso_code
+        try:
+            from codecarbon import OfflineEmissionsTracker
+        except ImportError as error:
+            self.codecarbon_reason = f"codecarbon is not installed ({error})"
+            return
+        # Its constructor logs at INFO before the log_level argument takes effect.
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        options: dict[str, Any] = dict(
+            country_iso_code=country_iso_code,
+            log_level="error",
+            allow_multiple_runs=True,
+            tracking_mode="machine",
+        )
+        try:
+            try:
+                # No output method: no emissions.csv, no API, no logger lines.
+                self._tracker = OfflineEmissionsTracker(output_methods=[], **options)
+            except TypeError:  # CodeCarbon < 3 names it differently
+                self._tracker = OfflineEmissionsTracker(save_to_file=False, **options)
+        except Exception as error:  # any failure of the tracker is recorded, never raised
+            self.codecarbon_reason = f"CodeCarbon could not start: {error}"
+            return
+        self.codecarbon_reason = None
 
     def start(self) -> None:
-        """Start timing a span (one epoch)."""
+        """Start timing (and measuring) a span: one epoch."""
         self._started = time.perf_counter()
+        if self._tracker is not None:
+            try:
+                self._tracker.start()
+            except Exception as error:
+                self._drop_tracker(f"CodeCarbon failed to start: {error}")
 
-    def stop(self, epoch: int) -> dict[str, float]:
-        """Close the current span and record it for ``epoch``."""
+    def stop(self, epoch: int) -> dict[str, Any]:
+        """Close the current span and record it for ``epoch``; returns its row."""
         if self._started is None:
             raise RuntimeError("CostLedger.stop called without start")
         seconds = time.perf_counter() - self._started
         self._started = None
-        row = {"epoch": float(epoch), "seconds": seconds, **self._energy(seconds)}
+        row: dict[str, Any] = {"epoch": float(epoch), "seconds": seconds, **self._energy(seconds)}
+        row["codecarbon_kwh"] = self._tracker_stop()
         self.epochs.append(row)
         return row
+
+    def close(self) -> None:
+        """Stop a tracker left running by an interrupted epoch (its span is not recorded)."""
+        self._started = None
+        if self._tracker is not None:
+            self._tracker_stop()
+            self._tracker = None
+
+    def _tracker_stop(self) -> float | None:
+        if self._tracker is None:
+            return None
+        try:
+            self._tracker.stop()
+            cumulative = float(self._tracker.final_emissions_data.energy_consumed)
+        except Exception as error:
+            self._drop_tracker(f"CodeCarbon failed to measure: {error}")
+            return None
+        # The tracker keeps counting across start/stop: an epoch is the increase.
+        kwh = cumulative - self._tracker_kwh
+        self._tracker_kwh = cumulative
+        return kwh if kwh >= 0 else cumulative
+
+    def _drop_tracker(self, reason: str) -> None:
+        self._tracker = None
+        self.codecarbon_reason = reason
 
     def _energy(self, seconds: float) -> dict[str, float]:
         c = self.constants
         watts = (
             self.nb_cores * c.watts_per_core * c.core_usage + self.memory_gb * c.watts_per_gb_memory
-        )
+        ) * self.nb_nodes
         kwh = seconds / 3600.0 * watts * c.pue / 1000.0
         return {"energy_kwh": kwh, "carbon_g": kwh * c.carbon_g_per_kwh}
 
-    def totals(self) -> dict[str, float]:
-        """Sums over all recorded epochs."""
+    def totals(self) -> dict[str, Any]:
+        """Sums over all recorded epochs.
+
+        ``codecarbon_kwh`` is None unless CodeCarbon measured every epoch (a run resumed on a
+        machine without it would otherwise under-count silently).
+        """
         seconds = sum(row["seconds"] for row in self.epochs)
+        measured = [row.get("codecarbon_kwh") for row in self.epochs]
+        complete = bool(measured) and all(value is not None for value in measured)
         return {
             "wall_seconds": seconds,
             "device_hours": seconds / 3600.0,
-            "core_hours": seconds / 3600.0 * self.nb_cores,
+            "core_hours": seconds / 3600.0 * self.nb_cores * self.nb_nodes,
             **self._energy(seconds),
+            "codecarbon_kwh": sum(measured) if complete else None,
         }
 
     def to_dict(self) -> dict[str, Any]:
         """The ledger as stored in run folders and checkpoints."""
         return {
-            "method": "Green Algorithms estimate",
+            "method": "Green Algorithms estimate; CodeCarbon offline tracker",
             "nb_cores": self.nb_cores,
             "memory_gb": self.memory_gb,
+            "nb_nodes": self.nb_nodes,
             "constants": asdict(self.constants),
-            "epochs": list(self.epochs),
+            "codecarbon": {
+                "country_iso_code": self.country_iso_code,
+                "reason": self.codecarbon_reason,
+            },
+            "epochs": [dict(row) for row in self.epochs],
             "totals": self.totals(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostLedger:
-        """Rebuild a ledger saved with :meth:`to_dict` (to continue it after a resume)."""
+        """Rebuild a ledger saved with :meth:`to_dict` (to continue it after a resume).
+
+        Ledgers saved before CodeCarbon was recorded read as unmeasured epochs.
+        """
+        codecarbon = data.get("codecarbon", {})
         return cls(
             nb_cores=int(data["nb_cores"]),
             memory_gb=float(data["memory_gb"]),
             constants=GreenAlgorithmsConstants(**data["constants"]),
-            epochs=[dict(row) for row in data["epochs"]],
+            epochs=[{"codecarbon_kwh": None, **row} for row in data["epochs"]],
+            nb_nodes=int(data.get("nb_nodes", 1)),
+            codecarbon_reason=codecarbon.get("reason", "not recorded by this run"),
+            country_iso_code=codecarbon.get("country_iso_code"),
         )

@@ -18,19 +18,34 @@ moment and resumed ends with the same weights as one that was never interrupted 
 
 All targets of a ``Separator`` train together; their cores share no parameters, so each core
 sees exactly the gradient of its own loss term, as with upstream's one-run-per-target recipe.
+
+Lightning Fabric supplies the device, the precision and the distribution (``device``,
+``devices``, ``num_nodes``, ``precision``, ``strategy`` in :class:`TrainConfig`). Under
+``torchrun --nproc_per_node W`` the run is data-parallel (DDP; gloo on CPU): the epoch's
+excerpts are shuffled by one permutation shared by all processes and process ``r`` takes the
+items ``r, r + W, r + 2W, ...`` of it, so the global batch of a step holds exactly the items a
+single process with batch ``batch_size × W`` would draw; batch norm is synchronised across
+processes on GPUs (PyTorch's SyncBatchNorm does not run on CPU, where each process normalises
+its own batch). Only the first process writes files. Validation runs on the first process alone and
+its scores are broadcast: the validation set is a few full tracks, and scoring them in one
+place keeps every number identical to a one-process run (a sharded validation would need a
+length-weighted reduction of losses and of uSDR means for a small saving).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from stemkit import models
@@ -56,7 +71,12 @@ from stemkit.train.ledger import CostLedger
 from stemkit.train.objectives import compute_loss
 from stemkit.train.plots import learning_curve
 
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
 EpochCallback = Callable[[int, dict[str, Any]], None]
+#: Seconds to sleep after every training batch: lets a test kill a run in mid-epoch.
+BATCH_DELAY_ENV = "STEMKIT_TRAIN_BATCH_DELAY"
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
@@ -89,19 +109,26 @@ def fit_input_statistics(model: Separator, dataset: Any, progress: bool = False)
 
 
 @torch.no_grad()
-def validate(model: SeparationModel, dataset: Any, config: TrainConfig) -> dict[str, float]:
+def validate(
+    model: SeparationModel,
+    dataset: Any,
+    config: TrainConfig,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
     """Validation scores over the full tracks of ``dataset``, one track at a time.
 
     ``valid_loss`` is the training loss, averaged over chunks of ``optim.valid_segment``
     seconds weighted by their length (one chunk per track when it is None), so that memory
     stays bounded on full-length tracks. With ``optim.monitor == "valid_usdr"`` the tracks are
     also separated with the chunked inference path (overlap ``optim.valid_overlap``) and
-    ``valid_usdr`` is the MDX uSDR in dB, mean over sources and tracks.
+    ``valid_usdr`` is the MDX uSDR in dB, mean over sources and tracks. ``device`` defaults to
+    ``config.device``.
     """
     from stemkit.inference import separate
     from stemkit.metrics.sdr import usdr
 
     optim = config.optim
+    device = config.device if device is None else device
     model.eval()
     loss_sum, loss_weight, usdrs = 0.0, 0, []
     for index in range(len(dataset)):
@@ -111,7 +138,7 @@ def validate(model: SeparationModel, dataset: Any, config: TrainConfig) -> dict[
         if optim.valid_segment is not None:
             length = max(1, round(optim.valid_segment * model.sample_rate))
         for begin, end in _chunk_bounds(nb_samples, length):
-            chunk = stems[None, ..., begin:end].to(config.device)
+            chunk = stems[None, ..., begin:end].to(device)
             loss_sum += float(compute_loss(model, chunk.sum(dim=1), chunk, optim.loss)) * (
                 end - begin
             )
@@ -122,7 +149,7 @@ def validate(model: SeparationModel, dataset: Any, config: TrainConfig) -> dict[
                 stems.sum(dim=0),
                 segment=optim.valid_segment,
                 overlap=optim.valid_overlap,
-                device=config.device,
+                device=device,
             )
             usdrs.append(float(usdr(stems.numpy(), estimates.numpy()).mean()))
     scores = {"valid_loss": loss_sum / max(loss_weight, 1)}
@@ -170,11 +197,16 @@ def train(
     Returns:
         The path of the best checkpoint.
     """
+    fabric = _fabric(config)
+    fabric.launch()
+    leader = fabric.is_global_zero
+    progress = progress and leader
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(config)
     check_same_run(run_dir, config_dict)
-    save_config(config, run_dir / "config.yaml")
+    if leader:
+        save_config(config, run_dir / "config.yaml")
 
     train_set = training_dataset(config.data, seed=config.seed)
     valid_set = full_tracks(config.data, "valid", seed=config.seed)
@@ -183,41 +215,56 @@ def train(
         config.model.name, sources=list(config.data.sources), **config.model.kwargs
     )
     assert isinstance(model, SeparationModel)
-    model.to(config.device)
     optim = config.optim
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim)
-    ledger = CostLedger()
+    ledger = CostLedger(nb_nodes=config.num_nodes)
     history: list[dict[str, Any]] = []
     start_epoch = 0
 
     last_path = run_dir / "last.pt"
+    resumed: dict[str, Any] | None = None
     if last_path.is_file():
-        payload = load_checkpoint(last_path)
-        state = payload["training_state"]
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        resumed = load_checkpoint(last_path)
+        state = resumed["training_state"]
+        model.load_state_dict(resumed["state_dict"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
-        ledger = CostLedger.from_dict(payload["ledger"])
+        ledger = CostLedger.from_dict(resumed["ledger"])
         if progress:
             print(f"resuming {run_dir} at epoch {start_epoch}")
     elif config.model.input_statistics and isinstance(model, Separator):
+        # Every process fits the same statistics from the same files: no broadcast needed.
         fit_input_statistics(
             model, full_tracks(config.data, "train", seed=config.seed), progress=progress
         )
+    if fabric.world_size > 1 and fabric.device.type != "cpu":
+        # PyTorch's SyncBatchNorm runs on accelerators only; DDP on CPU keeps per-process
+        # batch statistics (models with group/layer norm are unaffected).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The loss runs inside the wrapped module so that DDP sees a forward for every backward.
+    step_module, step_optimizer = fabric.setup(_Objective(model, optim.loss), optimizer)
+    if resumed is not None:
+        # After setup, so that the moments land on the parameters' device.
+        optimizer.load_state_dict(resumed["training_state"]["optimizer"])
+    if leader and config.ledger.codecarbon:
+        ledger.use_codecarbon(config.ledger.country_iso_code)
 
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
-    logger = _RunLogger(run_dir)
+    logger = _RunLogger(run_dir) if leader else None
     try:
         for epoch in range(start_epoch, optim.epochs):
             if _epochs_since_best(history, optim.monitor) >= optim.patience:
                 break
             ledger.start()
-            train_loss = _train_one_epoch(model, optimizer, train_set, config, epoch, progress)
-            scores = validate(model, valid_set, config)
+            train_loss = _train_one_epoch(
+                fabric, step_module, step_optimizer, train_set, config, epoch, progress
+            )
+            scores = validate(model, valid_set, config, fabric.device) if leader else {}
+            if fabric.world_size > 1:
+                scores = fabric.broadcast(scores, src=0)
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(scores[optim.monitor])
             elif scheduler is not None:
@@ -230,28 +277,68 @@ def train(
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": cost["seconds"],
                 "energy_kwh": cost["energy_kwh"],
+                "codecarbon_kwh": cost["codecarbon_kwh"],
             }
             history.append(row)
             improved = _epochs_since_best(history, optim.monitor) == 0
-            meta = dict(config=config_dict, provenance=run_provenance, ledger=ledger.to_dict())
-            if improved:
-                save_checkpoint(run_dir / "best.pt", model, **meta)
-            training_state = {
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "history": history,
-                "best_score": row[optim.monitor] if improved else None,
-            }
-            save_checkpoint(last_path, model, training_state=training_state, **meta)
-            logger.log(history)
+            if leader:
+                meta = dict(config=config_dict, provenance=run_provenance, ledger=ledger.to_dict())
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", model, **meta)
+                training_state = {
+                    "epoch": epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "history": history,
+                    "best_score": row[optim.monitor] if improved else None,
+                }
+                save_checkpoint(last_path, model, training_state=training_state, **meta)
+                assert logger is not None
+                logger.log(history)
             if progress:
                 print(_epoch_line(row, optim.monitor, improved))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
     finally:
-        logger.close()
+        ledger.close()
+        if logger is not None:
+            logger.close()
     return run_dir / "best.pt"
+
+
+def _fabric(config: TrainConfig) -> Fabric:
+    """The Fabric of ``config``: accelerator, processes, nodes, strategy and precision."""
+    from lightning_fabric import Fabric
+
+    accelerator, devices = config.device, config.devices
+    chosen: int | list[int]
+    if accelerator.startswith("cuda:"):
+        accelerator, chosen = "cuda", [int(accelerator.split(":", 1)[1])]
+    elif devices == "auto":
+        # torchrun tells each process how many it started on this node.
+        chosen = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    else:
+        chosen = int(devices)
+    precision: Any = config.precision
+    return Fabric(
+        accelerator=accelerator,
+        devices=chosen,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision,
+    )
+
+
+class _Objective(torch.nn.Module):
+    """The model and its training loss as one module: ``forward(mixture, stems) -> loss``."""
+
+    def __init__(self, model: SeparationModel, loss: str) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, mixture: Tensor, stems: Tensor) -> Tensor:
+        return compute_loss(self.model, mixture, stems, self.loss)
 
 
 def run_finished(config: TrainConfig) -> bool:
@@ -268,48 +355,74 @@ def run_finished(config: TrainConfig) -> bool:
 
 
 def _train_one_epoch(
-    model: SeparationModel,
-    optimizer: torch.optim.Optimizer,
+    fabric: Fabric,
+    objective: Any,
+    optimizer: Any,
     dataset: Any,
     config: TrainConfig,
     epoch: int,
     progress: bool,
 ) -> float:
-    """One pass over the epoch's excerpts; returns the mean batch loss.
+    """One pass over this process's share of the epoch's excerpts; returns the mean batch loss.
 
+    ``objective`` and ``optimizer`` are the Fabric-wrapped :class:`_Objective` and optimiser.
     With ``optim.accumulate`` > 1 the gradients of that many batches are averaged before each
-    optimiser step (the last group of the epoch may be shorter: it is averaged over its size).
+    optimiser step (the last group of the epoch may be shorter: it is averaged over its size);
+    under DDP the gradients are only exchanged on the last batch of a group.
     """
     optim = config.optim
+    world = fabric.world_size
     # Seeds derived from (seed, epoch) make the epoch replayable after a resume.
     torch.manual_seed(config.seed * 100_003 + epoch)
     dataset.set_epoch(epoch)
+    # One permutation (seeded by seed, epoch) for all processes; process r takes P[r::world].
+    # drop_last trims the few items that would not share evenly instead of repeating some.
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        dataset,
+        num_replicas=world,
+        rank=fabric.global_rank,
+        shuffle=True,
+        seed=config.seed * 7919,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
     loader = DataLoader(
         dataset,
         batch_size=optim.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= optim.batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) >= optim.batch_size,
         num_workers=config.data.num_workers,
-        generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
     )
-    model.train()
+    delay = float(os.environ.get(BATCH_DELAY_ENV, "0") or 0)
+    objective.train()
     total, nb_batches = 0.0, len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
     optimizer.zero_grad(set_to_none=True)
     for index, (stems, _) in enumerate(bar):
         group_start = index - index % optim.accumulate
         group_size = min(optim.accumulate, nb_batches - group_start)
-        stems = stems.to(config.device)
-        loss = compute_loss(model, stems.sum(dim=1), stems, optim.loss)
-        (loss / group_size).backward()
-        if index + 1 == group_start + group_size:
+        last_of_group = index + 1 == group_start + group_size
+        stems = stems.to(fabric.device)
+        skip_sync = world > 1 and not last_of_group
+        sync = fabric.no_backward_sync(objective) if skip_sync else contextlib.nullcontext()
+        with sync:
+            loss = objective(stems.sum(dim=1), stems)
+            fabric.backward(loss / group_size)
+        if last_of_group:
             if optim.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad_norm)
+                fabric.clip_gradients(objective, optimizer, max_norm=optim.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         total += loss.item()
         bar.set_postfix(loss=f"{total / (index + 1):.4f}")
-    return total / max(nb_batches, 1)
+        if delay:
+            time.sleep(delay)
+    mean = total / max(nb_batches, 1)
+    if world > 1:
+        reduced = fabric.all_reduce(torch.tensor(mean), reduce_op="mean")
+        assert isinstance(reduced, Tensor)
+        mean = float(reduced)
+    return mean
 
 
 def _chunk_bounds(nb_samples: int, length: int) -> list[tuple[int, int]]:

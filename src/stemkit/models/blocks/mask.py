@@ -70,6 +70,7 @@ class MaskEstimator(nn.Module):
             out = mlp(features[:, index])
             # (batch, channels, GLU half, real/imag, bins, frames)
             out = out.view(batch, self.out_channels, 2, 2, width, nb_frames)
-            gated = out[:, :, 0] * torch.sigmoid(out[:, :, 1])
+            # float32 before torch.complex, which has no bfloat16/half form (mixed precision).
+            gated = (out[:, :, 0] * torch.sigmoid(out[:, :, 1])).float()
             masks.append(torch.complex(gated[:, :, 0], gated[:, :, 1]))
         return torch.cat(masks, dim=-2)
