@@ -20,7 +20,9 @@ def add_parser(subparsers: Any) -> None:
         "per-track JSON (museval's layout), summary.json, report.md and scores.png are "
         "written there, and an interrupted run resumes where it stopped. With --compare, "
         "no separation: the per-track scores of several output folders (ours or museval's) "
-        "are tabulated side by side.",
+        "are tabulated side by side. A MIR-1K folder (Wavfile/) is scored with its protocol "
+        "instead: GNSDR, GSIR and GSAR (length-weighted over the test singers' clips) for "
+        "accompaniment and vocals.",
     )
     parser.add_argument("--model", default="default", help="checkpoint, bundled or registry name")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (MUSDB18-HQ layout)")
@@ -57,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.data is None:
         raise StemkitError("--data is required (the dataset root), unless --compare is given")
+    from stemkit.data.factory import detect_format
     from stemkit.evaluate import evaluate
     from stemkit.pretrained import load_model
 
     model = load_model(args.model)
+    if detect_format(args.data) == "mir1k":
+        return _mir1k(args, model)
     settings: dict[str, Any] = {"model": str(args.model)}
     path = Path(args.model)
     if path.is_file():
@@ -89,6 +94,37 @@ def run(args: argparse.Namespace) -> int:
             f"per-track scores in {args.out / args.subset}; summary.json, report.md and "
             f"scores.png in {args.out}"
         )
+    return 0
+
+
+def _mir1k(args: argparse.Namespace, model: Any) -> int:
+    """Score ``model`` with the MIR-1K protocol; write ``mir1k_scores.json`` with ``-o``."""
+    import json
+
+    from stemkit.data.mir1k import evaluate_mir1k
+
+    try:
+        scores = evaluate_mir1k(model, args.data, max_clips=args.limit)
+    except ValueError as error:
+        raise StemkitError(f"{args.data}: {error}") from error
+    sources = list(scores["GNSDR"])
+    lines = [
+        f"MIR-1K protocol, {scores['clips']} test clip(s), {scores['seconds']:.0f} s; dB, "
+        "length-weighted over clips (the mixture scores GNSDR 0)",
+        "| metric | " + " | ".join(sources) + " |",
+        "| --- |" + " --- |" * len(sources),
+    ]
+    for metric in ("GNSDR", "GSIR", "GSAR"):
+        cells = " | ".join(f"{scores[metric][s]:.2f}" for s in sources)
+        lines.append(f"| {metric} | {cells} |")
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        target = args.out / "mir1k_scores.json"
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"model": str(args.model), **scores}, indent=2))
+        partial.replace(target)
+        print(f"scores written to {target}")
     return 0
 
 
