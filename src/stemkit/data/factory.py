@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from torch import Tensor
 
 from stemkit.errors import DatasetError, StemkitError
+from stemkit.train.config import excerpt_seconds
 
 if TYPE_CHECKING:
     from stemkit.data.musdb import MusdbHQ
@@ -161,7 +162,7 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
             split="train",
             sources=data.sources,
             sample_rate=data.sample_rate or MODEL_RATE,
-            segment=data.segment,
+            segment=excerpt_seconds(data),
             samples_per_track=data.samples_per_track,
             random_mix=data.random_mix,
             seed=seed,
@@ -171,7 +172,7 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
         data.root,
         split="train",
         sources=data.sources,
-        segment=data.segment,
+        segment=excerpt_seconds(data),
         samples_per_track=data.samples_per_track,
         random_mix=data.random_mix,
         gain=(data.gain[0], data.gain[1]),
@@ -202,7 +203,7 @@ def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
     nb_items = sad.items if sad.items is not None else data.samples_per_track * len(tracks)
     return SadDataset(
         index,
-        segment=data.segment,
+        segment=excerpt_seconds(data),
         nb_items=nb_items,
         gain_db=sad.gain_db,
         silence_p=sad.silence_p,

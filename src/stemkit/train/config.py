@@ -61,6 +61,13 @@ class DataConfig:
     valid_fraction: float = 0.15
     num_workers: int = 0
     sampler: str = "uniform"
+    #: Batch augmentation on the loaded stems: ``"none"`` or ``"demucs"`` (Demucs v1: per-source
+    #: sign flip and channel swap, a random shift of up to ``shift`` seconds, remix of each
+    #: source across groups of ``remix_group`` batch items). With ``"demucs"`` the excerpts are
+    #: drawn ``shift`` seconds longer than ``segment``, and the shift crops them back.
+    augment: str = "none"
+    shift: float = 1.0
+    remix_group: int = 4
     sad: SadConfig = field(default_factory=SadConfig)
 
 
@@ -192,8 +199,24 @@ def resolve_config(
         raise StemkitError(f"bad training configuration: {error}") from error
     assert isinstance(config, TrainConfig)
     _check_optim(config.optim, preset)
+    _check_data(config.data, preset)
     _check_devices(config, preset)
     return config
+
+
+def _check_data(data: DataConfig, preset: str | Path | None) -> None:
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    if data.augment not in ("none", "demucs"):
+        raise StemkitError(f"data.augment={data.augment!r}{where}: choose one of none, demucs")
+    if data.shift < 0:
+        raise StemkitError(f"data.shift={data.shift}{where}: give seconds >= 0")
+    if data.remix_group < 1:
+        raise StemkitError(f"data.remix_group={data.remix_group}{where}: must be at least 1")
+
+
+def excerpt_seconds(data: DataConfig) -> float:
+    """Length of the excerpts to draw: ``segment``, plus the shift the augmentation crops."""
+    return data.segment + (data.shift if data.augment == "demucs" else 0.0)
 
 
 def _check_devices(config: TrainConfig, preset: str | Path | None) -> None:

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from stemkit import models
+from stemkit.data.demucs_augment import DemucsAugment
 from stemkit.data.factory import full_tracks, training_dataset
 from stemkit.errors import StemkitError
 from stemkit.models.base import SeparationModel
@@ -60,6 +61,7 @@ from stemkit.train.checkpoint import (
     save_checkpoint,
 )
 from stemkit.train.config import (
+    DataConfig,
     OptimConfig,
     TrainConfig,
     config_to_dict,
@@ -393,6 +395,11 @@ def _train_one_epoch(
         drop_last=len(sampler) >= optim.batch_size,
         num_workers=config.data.num_workers,
     )
+    augment = batch_augmentation(config.data, dataset.sample_rate)
+    # Its own generator, per (seed, epoch, process): replayable, and independent of the model.
+    generator = torch.Generator().manual_seed(
+        (config.seed * 1_000_003 + epoch) * 1009 + fabric.global_rank
+    )
     delay = float(os.environ.get(BATCH_DELAY_ENV, "0") or 0)
     objective.train()
     total, nb_batches = 0.0, len(loader)
@@ -403,6 +410,8 @@ def _train_one_epoch(
         group_size = min(optim.accumulate, nb_batches - group_start)
         last_of_group = index + 1 == group_start + group_size
         stems = stems.to(fabric.device)
+        if augment is not None:
+            stems = augment(stems, generator)
         skip_sync = world > 1 and not last_of_group
         sync = fabric.no_backward_sync(objective) if skip_sync else contextlib.nullcontext()
         with sync:
@@ -423,6 +432,13 @@ def _train_one_epoch(
         assert isinstance(reduced, Tensor)
         mean = float(reduced)
     return mean
+
+
+def batch_augmentation(data: DataConfig, sample_rate: int) -> DemucsAugment | None:
+    """The batch augmentation ``data.augment`` names, at ``sample_rate`` (None for "none")."""
+    if data.augment != "demucs":
+        return None
+    return DemucsAugment(shift=round(data.shift * sample_rate), group_size=data.remix_group)
 
 
 def _chunk_bounds(nb_samples: int, length: int) -> list[tuple[int, int]]:
