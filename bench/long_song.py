@@ -5,7 +5,8 @@ size (umxhq: hidden 512, 4 targets, random weights) and ``niter=1`` (Wiener EM i
 ``wiener_win_len=300`` frames), each mode in a fresh subprocess:
 
 * ``whole``: the whole song at once (``segment=None``). The worker runs the separator's
-  ``forward`` stage by stage (STFT, magnitude, target cores, Wiener EM, iSTFT), resetting the
+  frame-block path (``Separator.streams``) stage by stage (STFT + encoders in frame blocks,
+  LSTMs over the whole song, per Wiener block STFT + decoders + EM + iSTFT), resetting the
   kernel's high-water mark (``VmHWM``, via ``/proc/self/clear_refs``) before each stage, so
   that the result says where the memory goes; the overall peak is the largest stage peak.
 * ``chunked``: :func:`stemkit.inference.separate` with 30 s segments (or each of
@@ -49,39 +50,44 @@ MODES = ("whole", "chunked")
 #: Findings, written after reading the stage tables of a 10-minute run (1 thread, torch 2.13
 #: CPU); re-render the results with ``--rewrite`` after editing them.
 NOTES: list[str] = [
-    "Whole song, after the block-wise rework (issue 5): 4.4 GiB peak for 10 minutes (was "
-    "8.2 GiB), i.e. ~0.4 GiB per minute. Still not within 2 GiB: what remains is inherent "
-    "to whole-song application with a bidirectional LSTM: the mixture STFT (0.8 GiB), the "
-    "four target magnitudes for the whole song (1.6 GiB), the returned stems (0.8 GiB), the "
-    "baseline (0.57 GiB) and the cores' activations (the peak is now in the cores stage).",
-    "STFT: the complex mixture STFT (2 × 2049 × 25840 complex64, ~0.8 GiB) plus torch.stft's "
-    "windowed-frame buffer of the same size while it runs (~1.8 GiB transient; not the "
-    "overall peak any more).",
-    "Target cores: `Separator.forward_magnitudes` writes each core's output into one "
-    "preallocated tensor (no list + `torch.stack` copy) and the mixture magnitude is freed "
-    "right after the cores.",
-    "Wiener EM + iSTFT: `Separator.filter_and_invert` runs initial estimates, EM and the "
-    "inverse STFT per block of `wiener_win_len` frames, overlap-adding each block into the "
-    "preallocated stems (`stemkit.dsp.stft.OverlapAdd`, un-normalised sum divided by the "
-    "window envelope once a stretch is complete): the stage adds the returned stems "
-    "(0.8 GiB) plus O(block) (~0.2 GiB measured), where it used to hold the complex stems "
-    "of the whole song (3.2 GiB) and the iSTFT pieces. Output equals the whole-signal "
-    "computation within float rounding (max rel. error ~2e-7).",
-    "Times: this whole-song run shared the 2 cores with other jobs (load average up to 7.6), "
-    "so its 360 s are not comparable with the earlier 141 s; it also predates a faster "
-    "overlap-add. On an idle core, 30 s of audio (umxhq sizes, niter 1): block-wise "
-    "filter + iSTFT 2.5 s vs 2.7 s for whole-signal `wiener` + `ISTFT`.",
-    "Chunked application is the bounded path: the working set is that of one chunk, and "
-    "what still grows with the song is the mixture itself (0.2 GiB in the baseline) and the "
-    "returned stems (4 stems × 2 channels × 10 min float32 = 0.8 GiB). With 30 s segments "
-    "the process peaks ~0.1 GiB over 2 GiB (chunk working set ~0.8 GiB); 15 s or 10 s "
-    "segments fit (1.9 GiB). For 10-minute songs at 2 GiB use segment ≤ 15 s (with "
-    "overlap 0.1 and `wiener_win_len=300` the EM statistics then pool over at most 15 s). "
-    "The chunked rows were measured before the block-wise rework (each chunk now also "
-    "benefits from it).",
-    "Would lower the whole-song peak further: a time-chunked STFT (no 1.8 GiB transient), "
-    "half-precision or bandwidth-cropped storage of the target magnitudes, and writing the "
-    "stems to disk as blocks complete instead of returning them.",
+    "Whole song, frame-block path (issue 5): 1.7 GiB peak for 10 minutes (4.4 GiB before it, "
+    "8.2 GiB before the block-wise filter), within the 2 GiB budget. An Open-Unmix core is "
+    "per-frame except its LSTM (encode: standardise, fc1, bn1, tanh; decode: fc2, bn2, fc3, "
+    "bn3, × mixture magnitude; BatchNorm in eval mode), so `Separator.forward` (eval, no "
+    "autograd) keeps only per-frame features for the whole song: (1) `encode_frames`: the "
+    "mixture STFT computed per block of 256 frames (`STFT.frames`, reflect padding at the "
+    "edges reproduced exactly: bitwise equal to the whole transform) and encoded, keeping the "
+    "encoder outputs (4 × 25840 × 512 floats, 202 MiB); (2) `run_sequence`: each target's "
+    "LSTM over the whole song, freeing its encoder output (the LSTM outputs, 202 MiB, stay); "
+    "(3) `decode_and_invert`: per Wiener block, the block's STFT again, every target decoded "
+    "for those frames (encoder recomputed), Wiener EM, iSTFT overlap-added into the "
+    "preallocated stems. Stems equal the whole-signal computation within float rounding "
+    "(max rel. error ~2e-7 in the tests; umx and xumx, niter 0/1/2, residual, softmask, "
+    "mono).",
+    "Peak = baseline (0.57 GiB: Python, torch, model, mixture) + LSTM outputs (0.2 GiB) + "
+    "returned stems (0.8 GiB) + one block's working set (~0.15 GiB). The LSTM stage's own "
+    "transient (~0.4 GiB: encoder outputs + one target's LSTM activations) is below it.",
+    "Wiener EM per block: the EM is per frequency bin (its statistics pool over the block's "
+    "frames) except the block's rescaling `max(1, max|x| / 10)`, so `Separator` filters a "
+    "block 256 bins at a time with the scale of the whole block, and overlap-adds its iSTFT "
+    "64 frames at a time; this took the block's working set from ~0.45 GiB to ~0.15 GiB "
+    "(the first frame-block run peaked at 2058 MiB without it).",
+    "X-UMX (bridging) takes the same path keeping only the mean encoder output and the mean "
+    "LSTM output (the bridges make every branch's LSTM read the former and every decoder "
+    "read [mean encoder, mean LSTM]): 2 × 53 MiB for 10 minutes. Cores that are not "
+    "Open-Unmix-like, training mode or autograd keep the whole-signal path.",
+    "Times: the whole-song run shared the 2 cores with other jobs (load average 3.6 → 5.6); "
+    "stages took 14 s (encode), 55 s (LSTMs) and 92 s (decode, bin-chunked EM, iSTFT). "
+    "Earlier whole-song times (141 s, 360 s) were taken under "
+    "other loads.",
+    "Chunked application: the working set is that of one chunk; what grows with the song is "
+    "the mixture (0.2 GiB in the baseline) and the returned stems (0.8 GiB). The 30 s and "
+    "10 s rows predate the block-wise filter; the 15 s row was re-run with the frame-block "
+    "path (each chunk takes it too): 1604 MiB, was 1898 MiB (its 182 s ran beside the "
+    "test suite, load average ~5). Chunking is still the way to bound the EM's pooling "
+    "window by the segment, but whole-song separation no longer needs it for memory.",
+    "Would lower the whole-song peak further: writing the stems to disk as blocks complete "
+    "instead of returning them (0.8 GiB), and half-precision LSTM outputs (0.1 GiB).",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,7 +111,6 @@ def _mib(tensor: torch.Tensor) -> float:
 
 def worker(args: argparse.Namespace) -> None:
     """Fresh process: build the model and the song, separate once, report one JSON line."""
-    from stemkit.dsp.stft import magnitude
     from stemkit.inference import separate
     from stemkit.models import build
     from stemkit.separator import Separator
@@ -120,13 +125,13 @@ def worker(args: argparse.Namespace) -> None:
     baseline = _status_mib("VmRSS")
     stages: list[dict[str, Any]] = []
 
-    def stage(name: str, started: float, tensor: torch.Tensor | None) -> None:
+    def stage(name: str, started: float, tensors: list[torch.Tensor]) -> None:
         stages.append(
             {
                 "stage": name,
                 "peak_mib": _status_mib("VmHWM"),
                 "rss_after_mib": _status_mib("VmRSS"),
-                "output_tensor_mib": None if tensor is None else _mib(tensor),
+                "output_tensor_mib": sum(_mib(tensor) for tensor in tensors),
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -137,24 +142,25 @@ def worker(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         if args.mode == "chunked":
             stems = separate(model, mixture, segment=args.segment, overlap=OVERLAP)
-            stage("separate (chunked)", start, stems)
+            stage("separate (chunked)", start, [stems])
         else:
-            # Separator.forward, one stage at a time, holding the same tensors it holds (the
-            # magnitude is freed once the cores have run).
+            # Separator.forward's frame-block path, one stage at a time
             batch = mixture.unsqueeze(0)
+            assert model.streams(batch)
             t = time.perf_counter()
-            mix_stft = model.mixture_spectrogram(batch)
-            stage("STFT of the whole song", t, mix_stft)
+            encoded = model.encode_frames(batch)
+            stage("STFT + encoders in frame blocks (4 targets)", t, encoded)
             t = time.perf_counter()
-            mag = magnitude(mix_stft, mono=model.nb_channels == 1)
-            stage("magnitude", t, mag)
+            context = model.run_sequence(encoded)
+            stage("LSTMs over the whole song (4 targets)", t, context)
             t = time.perf_counter()
-            estimates = model.forward_magnitudes(mag)
-            del mag
-            stage("target cores (4 x OpenUnmix)", t, estimates)
-            t = time.perf_counter()
-            stems = model.filter_and_invert(estimates, mix_stft, length=batch.shape[-1])[0]
-            stage(f"Wiener EM + iSTFT (blocks of {WIENER_WIN_LEN} frames)", t, stems)
+            stems = model.decode_and_invert(batch, context)[0]
+            del context
+            stage(
+                f"STFT + decoders + Wiener EM + iSTFT (blocks of {WIENER_WIN_LEN} frames)",
+                t,
+                [stems],
+            )
     seconds = time.perf_counter() - start
     report = {
         "mode": args.mode,
@@ -214,9 +220,9 @@ def _available_mib() -> float:
 
 
 def main(args: argparse.Namespace) -> None:
-    # The whole-song run needs about 0.4 GiB per minute of audio (see the results); refuse
-    # rather than push a shared machine into the OOM killer.
-    needed = 450.0 * args.minutes
+    # The whole-song run needs about 0.6 GiB plus 0.12 GiB per minute of audio (see the
+    # results); refuse rather than push a shared machine into the OOM killer.
+    needed = 600.0 + 150.0 * args.minutes
     if "whole" in args.modes and _available_mib() < 1.5 * needed:
         raise SystemExit(
             f"the whole-song mode needs about {needed:.0f} MiB and only "
@@ -303,7 +309,7 @@ def _markdown(result: dict[str, Any]) -> str:
             "peak minus the RSS held before it.",
             "",
             "| stage | peak RSS (MiB) | transient (MiB) | held after (MiB) "
-            "| its output tensor (MiB) | time (s) |",
+            "| its output tensors (MiB) | time (s) |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         held = whole["baseline_rss_mib"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd, magnitude
-from stemkit.dsp.wiener import wiener
+from stemkit.dsp.wiener import expectation_maximization, initial_estimates, wiener
 from stemkit.models.base import SeparationModel
 
 __all__ = ["Separator"]
@@ -17,6 +18,12 @@ RESIDUAL = "residual"
 #: frames per block when no Wiener block size applies (``niter=0``, or EM over whole tracks is
 #: not requested): results do not depend on it, only the working memory does
 _DEFAULT_BLOCK = 256
+#: frequency bins filtered at once inside a Wiener block (the EM is per bin): memory knob only
+_FILTER_BINS = 256
+#: frames per inverse-FFT step when overlap-adding a block: memory knob only
+_INVERT_FRAMES = 64
+#: the Wiener filter's per-block rescaling, max(1, max|x| / _SCALE_FACTOR) (wiener's default)
+_SCALE_FACTOR = 10.0
 
 
 class Separator(SeparationModel):
@@ -26,6 +33,11 @@ class Separator(SeparationModel):
     target's magnitude estimate of the same shape. The estimates become complex STFTs by
     taking the mixture phase (``niter=0``, no softmask) or by multichannel Wiener/EM filtering
     in blocks of ``wiener_win_len`` frames (:func:`stemkit.dsp.wiener.wiener`).
+
+    In eval mode without autograd, Open-Unmix-like cores separate a whole song in frame blocks
+    (:meth:`streams`): only the per-frame LSTM features exist for the whole song, so memory
+    beyond the input and the returned stems stays ~``hidden_size`` floats per frame and target
+    plus one block.
 
     The cores live in ``target_models`` (an ``nn.ModuleDict``), so ``state_dict`` keys read
     ``target_models.<target>.<core key>`` as in ``openunmix.model.Separator``; the STFT windows
@@ -90,6 +102,9 @@ class Separator(SeparationModel):
         self.softmask = softmask
         self._residual = residual
         self.wiener_win_len = wiener_win_len
+        #: frames per block where blocks do not change the result (the frame-block encoder;
+        #: the filter when ``niter=0`` and ``wiener_win_len`` is None): a memory knob only
+        self.frame_block = _DEFAULT_BLOCK
         self.target_models = nn.ModuleDict(dict(target_models))
         self.stft = STFT(n_fft, n_hop, center=True)
         self.istft = ISTFT(n_fft, n_hop, center=True)
@@ -168,11 +183,22 @@ class Separator(SeparationModel):
 
     def forward(self, mixture: Tensor) -> Tensor:
         """Separate ``mixture`` ``(batch, channels, time)`` into
-        ``(batch, sources, channels, time)``, cropped to the input length."""
+        ``(batch, sources, channels, time)``, cropped to the input length.
+
+        Without autograd and with Open-Unmix-like cores in eval mode (:meth:`streams`) the song
+        goes through in frame blocks: :meth:`encode_frames`, :meth:`run_sequence`,
+        :meth:`decode_and_invert`; beyond the input and the returned stems the memory is the
+        per-frame LSTM features plus one block. Otherwise the whole-signal spectrograms are
+        computed (and autograd flows through them); both give the same stems up to float
+        rounding.
+        """
         if mixture.dim() != 3:
             raise ValueError(
                 f"expected a waveform (batch, channels, time), got shape {tuple(mixture.shape)}"
             )
+        if self.streams(mixture):
+            context = self.run_sequence(self.encode_frames(mixture))
+            return self.decode_and_invert(mixture, context)
         mix_stft = self.mixture_spectrogram(mixture)
         # the magnitude is a temporary: freed as soon as the cores have run
         estimates = self.forward_magnitudes(magnitude(mix_stft, mono=self.nb_channels == 1))
@@ -188,6 +214,201 @@ class Separator(SeparationModel):
             )
             return self.istft(stems_stft, length=mixture.shape[-1])
         return self.filter_and_invert(estimates, mix_stft, length=mixture.shape[-1])
+
+    # --- whole-song separation in frame blocks (eval mode, Open-Unmix-like cores) -----------
+    #
+    # An Open-Unmix core is frame-wise except for its LSTM: forward(x) = decode([encode(x),
+    # lstm(encode(x))], x), where encode and decode (with BatchNorm in eval mode) treat every
+    # frame on its own. So a song can be separated keeping only the encoder outputs and then
+    # the LSTM outputs for all frames (hidden_size floats per frame and target), while the
+    # mixture STFT, the target magnitudes and the complex stems exist for one block of frames
+    # at a time.
+
+    def streams(self, mixture: Tensor) -> bool:
+        """Whether :meth:`forward` separates ``mixture`` in frame blocks (bounded memory).
+
+        True when no gradient is needed, every core is in eval mode and declares
+        ``encode_lstm_decode`` (:class:`stemkit.models.umx.OpenUnmix` does), the cores take
+        this separator's channels and bins, and ``forward_magnitudes`` is the one the frame-block
+        stages reproduce. Otherwise :meth:`forward` computes whole-signal spectrograms.
+        """
+        if torch.is_grad_enabled() and (
+            mixture.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            return False
+        nb_bins = self.n_fft // 2 + 1
+        return self._streams_forward_magnitudes() and all(
+            bool(getattr(core, "encode_lstm_decode", False))
+            and not core.training
+            and getattr(core, "nb_channels", None) == self.nb_channels
+            and getattr(core, "nb_output_bins", None) == nb_bins
+            for core in self.target_models.values()
+        )
+
+    def _streams_forward_magnitudes(self) -> bool:
+        # a subclass that changes forward_magnitudes must bring its own frame-block stages
+        return type(self).forward_magnitudes is Separator.forward_magnitudes
+
+    def _cores(self) -> list[Any]:
+        return list(self.target_models.values())
+
+    def _block_spectrogram(self, mixture: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Mixture STFT of frames ``[start, stop)`` and the cores' view of its magnitude.
+
+        Returns:
+            Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the magnitude time
+            first, ``(nb_block_frames, batch, nb_channels, nb_bins)``.
+        """
+        spec = self.stft.frames(mixture, start, stop)
+        mag = magnitude(spec, mono=self.nb_channels == 1)
+        return spec, mag.permute(3, 0, 1, 2)
+
+    def encode_frames(self, mixture: Tensor) -> list[Tensor]:
+        """Stage 1 of the frame-block path: every core's encoder output for the whole song.
+
+        The mixture STFT is computed block by block (:meth:`stemkit.dsp.stft.STFT.frames`)
+        and dropped once encoded.
+
+        Args:
+            mixture: ``(batch, channels, time)``; :meth:`streams` must hold.
+
+        Returns:
+            One ``(nb_frames, batch, hidden_size)`` tensor per target.
+        """
+        self._check_waveform(mixture)
+        nb_frames = self.stft.frame_count(mixture.shape[-1])
+        cores = self._cores()
+        encoded: list[Tensor] = []
+        for start in range(0, nb_frames, self.frame_block):
+            stop = min(start + self.frame_block, nb_frames)
+            _, mix = self._block_spectrogram(mixture, start, stop)
+            for index, core in enumerate(cores):
+                features = core.encode(mix)
+                if index == len(encoded):
+                    encoded.append(features.new_empty(nb_frames, *features.shape[1:]))
+                encoded[index][start:stop] = features
+        return encoded
+
+    def run_sequence(self, encoded: list[Tensor]) -> list[Tensor]:
+        """Stage 2: each core's LSTM over the whole song; consumes ``encoded`` (emptied).
+
+        Args:
+            encoded: the output of :meth:`encode_frames`; each entry is freed once used.
+
+        Returns:
+            One ``(nb_frames, batch, hidden_size)`` LSTM output per target.
+        """
+        context = []
+        for index, core in enumerate(self._cores()):
+            context.append(core.lstm(encoded[index])[0])
+            # the encoder output is recomputed per block when decoding: free it now
+            encoded[index] = encoded[index].new_empty(0)
+        encoded.clear()
+        return context
+
+    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+        """Target magnitudes of one block of frames from its mixture magnitude and the context.
+
+        Args:
+            mix: ``(nb_block_frames, batch, nb_channels, nb_bins)``, mixture magnitude.
+            context: the output of :meth:`run_sequence`.
+            start: the block's first frame.
+
+        Returns:
+            ``(batch, nb_targets, nb_channels, nb_bins, nb_block_frames)``.
+        """
+        stop = start + mix.shape[0]
+        cores = self._cores()
+        estimates = mix.new_empty(mix.shape[1], len(cores), *mix.shape[2:], mix.shape[0])
+        for index, core in enumerate(cores):
+            skip = torch.cat([core.encode(mix), context[index][start:stop]], dim=-1)
+            estimates[:, index] = core.decode(skip, mix).permute(1, 2, 3, 0)
+        return estimates
+
+    def decode_and_invert(self, mixture: Tensor, context: list[Tensor]) -> Tensor:
+        """Stage 3: per Wiener block, decode the targets, filter and invert into the stems.
+
+        Each block of ``wiener_win_len`` frames recomputes its mixture STFT, decodes every
+        target for those frames (:meth:`decode_frames`), runs the Wiener filter/EM on them and
+        overlap-adds their inverse STFT into the preallocated output, as
+        :meth:`filter_and_invert` does with whole-song spectrograms.
+
+        Args:
+            mixture: ``(batch, channels, time)``.
+            context: the output of :meth:`run_sequence`.
+
+        Returns:
+            ``(batch, sources, channels, time)``.
+        """
+        batch, nb_channels, length = mixture.shape
+        nb_frames = self.stft.frame_count(length)
+        block = self._wiener_block(nb_frames)
+        # Decode whole groups of Wiener blocks of at least frame_block frames: a matrix product
+        # over one or a few frames may round differently from one over many, and EM on tiny
+        # blocks amplifies such differences (1e-7 in the magnitudes gives 1e-4 in the stems
+        # with 1-frame blocks).
+        group = block * -(-self.frame_block // block)
+        out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
+        inverse = OverlapAdd(self.istft, out, nb_frames)
+        for first in range(0, nb_frames, group):
+            spec, mix = self._block_spectrogram(mixture, first, min(first + group, nb_frames))
+            estimates = self.decode_frames(mix, context, first)
+            del mix
+            for start in range(0, spec.shape[-1], block):
+                stems_stft = self._filter_block(
+                    estimates[..., start : start + block], spec[..., start : start + block]
+                )
+                # a few frames at a time: the inverse FFT buffers are n_fft per frame and stem
+                for piece in stems_stft.split(_INVERT_FRAMES, dim=-1):
+                    inverse.add(piece)
+                del stems_stft
+            del estimates, spec
+        return inverse.finish()
+
+    def _wiener_block(self, nb_frames: int) -> int:
+        return self.wiener_win_len or (nb_frames if self.niter > 0 else self.frame_block)
+
+    def _filter_block(self, estimates: Tensor, mix_stft: Tensor) -> Tensor:
+        """One block of :func:`~stemkit.dsp.wiener.wiener` (``win_len=None`` on the block).
+
+        Everything in the filter is per frequency bin (the EM statistics pool over the
+        block's frames, never over bins) except the block's rescaling, ``max(1, max|x| /
+        scale_factor)``: with the scale taken from the whole block, the bins are filtered
+        a few at a time, which bounds the EM temporaries to a fraction of the block.
+        """
+        nb_bins = mix_stft.shape[-2]
+        if self.niter == 0 or nb_bins <= _FILTER_BINS:
+            return wiener(
+                estimates,
+                mix_stft,
+                iterations=self.niter,
+                softmask=self.softmask,
+                residual=self._residual,
+                scale_factor=_SCALE_FACTOR,
+                win_len=None,
+            )
+        # wiener's per-block scaling (scale_factor 10), per batch item
+        max_abs = torch.clamp(
+            mix_stft.abs().amax(dim=(-3, -2, -1), keepdim=True) / _SCALE_FACTOR, min=1
+        )
+        scale = max_abs.unsqueeze(-4)
+        out: Tensor | None = None
+        for low in range(0, nb_bins, _FILTER_BINS):
+            high = min(low + _FILTER_BINS, nb_bins)
+            x_bins = mix_stft[..., low:high, :]
+            y = initial_estimates(
+                estimates[..., low:high, :],
+                x_bins,
+                softmask=self.softmask,
+                residual=self._residual,
+            )
+            y, _, _ = expectation_maximization(y / scale, x_bins / max_abs, self.niter)
+            if out is None:
+                out = y.new_empty(*y.shape[:-2], nb_bins, y.shape[-1])
+            out[..., low:high, :] = y * scale
+            del y
+        assert out is not None
+        return out
 
     def filter_and_invert(self, estimates: Tensor, mix_stft: Tensor, length: int) -> Tensor:
         """Wiener-filter the estimates and invert them to waveforms, one block at a time.
@@ -210,20 +431,15 @@ class Separator(SeparationModel):
             ``(batch, sources, nb_channels, length)``.
         """
         nb_frames = mix_stft.shape[-1]
-        block = self.wiener_win_len or (nb_frames if self.niter > 0 else _DEFAULT_BLOCK)
+        block = self._wiener_block(nb_frames)
         batch, nb_channels = mix_stft.shape[0], mix_stft.shape[-3]
         out = mix_stft.real.new_zeros(batch, len(self.sources), nb_channels, length)
         inverse = OverlapAdd(self.istft, out, nb_frames)
         for start in range(0, nb_frames, block):
-            # one block of the blocked filter: its scaling and EM statistics are per block
-            stems_stft = wiener(
-                estimates[..., start : start + block],
-                mix_stft[..., start : start + block],
-                iterations=self.niter,
-                softmask=self.softmask,
-                residual=self._residual,
-                win_len=None,
+            stems_stft = self._filter_block(
+                estimates[..., start : start + block], mix_stft[..., start : start + block]
             )
-            inverse.add(stems_stft)
+            for piece in stems_stft.split(_INVERT_FRAMES, dim=-1):
+                inverse.add(piece)
             del stems_stft
         return inverse.finish()

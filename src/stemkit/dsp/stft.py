@@ -93,6 +93,65 @@ class STFT(_Transform):
         )
         return spec.reshape(*leading, *spec.shape[-2:])
 
+    def frame_count(self, nb_timesteps: int) -> int:
+        """Number of frames :meth:`forward` gives for a signal of ``nb_timesteps`` samples."""
+        padded = nb_timesteps + 2 * (self.n_fft // 2) if self.center else nb_timesteps
+        return 1 + (padded - self.n_fft) // self.n_hop
+
+    def frames(self, waveform: Tensor, start: int, stop: int) -> Tensor:
+        """Frames ``[start, stop)`` of :meth:`forward`, from only the samples they need.
+
+        The frames' samples of the (reflect-padded, when ``center``) signal are gathered and
+        transformed without centring, which is what :meth:`forward` computes on the whole
+        signal: a long signal can be transformed block by block, and a block needs memory in
+        proportion to its frames only.
+
+        Args:
+            waveform: real ``(..., time)``.
+            start: first frame.
+            stop: one past the last frame, at most :meth:`frame_count` of ``time``.
+
+        Returns:
+            Complex ``(..., nb_bins, stop - start)``.
+        """
+        if waveform.is_complex():
+            raise TypeError("STFT expects a real waveform, got a complex tensor")
+        nb_timesteps = waveform.shape[-1]
+        minimum = self.n_fft // 2 + 1 if self.center else self.n_fft
+        if nb_timesteps < minimum:
+            raise ValueError(
+                f"signal of {nb_timesteps} samples is too short for an STFT with n_fft="
+                f"{self.n_fft} (center={self.center}); give at least {minimum} samples"
+            )
+        nb_frames = self.frame_count(nb_timesteps)
+        if not 0 <= start < stop <= nb_frames:
+            raise ValueError(
+                f"frames [{start}, {stop}) lie outside the {nb_frames} frames of the signal"
+            )
+        # padded-signal positions of the block, mapped back onto the signal as reflect padding
+        # maps them (a mirror about the first and the last sample)
+        pad = self.n_fft // 2 if self.center else 0
+        index = torch.arange(
+            start * self.n_hop - pad,
+            (stop - 1) * self.n_hop + self.n_fft - pad,
+            device=waveform.device,
+        )
+        index = index.abs()
+        index = torch.where(index >= nb_timesteps, 2 * (nb_timesteps - 1) - index, index)
+        piece = waveform.index_select(-1, index)
+        leading = waveform.shape[:-1]
+        spec = torch.stft(
+            piece.reshape(-1, piece.shape[-1]),
+            n_fft=self.n_fft,
+            hop_length=self.n_hop,
+            window=self.window.to(waveform.dtype),
+            center=False,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        return spec.reshape(*leading, *spec.shape[-2:])
+
 
 class ISTFT(_Transform):
     """Inverse of :class:`STFT`: complex ``(..., nb_bins, nb_frames)`` → waveform ``(..., time)``.

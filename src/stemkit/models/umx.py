@@ -9,7 +9,7 @@ the cores into a waveform-to-stems model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,6 +58,11 @@ class OpenUnmix(nn.Module):
         forward: ``(batch, nb_channels, nb_bins, nb_frames)`` →
         ``(batch, nb_channels, nb_bins, nb_frames)``.
     """
+
+    #: ``forward(x) == decode(cat(encode(x), lstm(encode(x))), x)`` with ``encode`` and
+    #: ``decode`` frame-wise in eval mode: lets :class:`~stemkit.separator.Separator` separate a
+    #: whole song in frame blocks. A subclass that changes ``forward`` must set it to False.
+    encode_lstm_decode: ClassVar[bool] = True
 
     def __init__(
         self,

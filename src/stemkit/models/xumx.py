@@ -124,9 +124,71 @@ class XUMX(Separator):
         ]
         if self.bridging:
             skips = [_mean(skips)] * len(branches)
-        estimates = [core.decode(h, mix) for core, h in zip(branches, skips, strict=True)]
-        # (nb_frames, batch, nb_targets, nb_channels, nb_bins) → batch first, frames last
-        return torch.stack(estimates, dim=2).permute(1, 2, 3, 4, 0)
+        del encoded, lstm_inputs
+        if torch.is_grad_enabled() and (
+            mix_mag.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            estimates = [core.decode(h, mix) for core, h in zip(branches, skips, strict=True)]
+            # (nb_frames, batch, nb_targets, nb_channels, nb_bins) → batch first, frames last
+            return torch.stack(estimates, dim=2).permute(1, 2, 3, 4, 0)
+        # without autograd each branch writes into one preallocated tensor (no stacked copy)
+        out = mix_mag.new_empty(mix_mag.shape[0], len(branches), *mix_mag.shape[1:])
+        for index, (core, h) in enumerate(zip(branches, skips, strict=True)):
+            out[:, index] = core.decode(h, mix).permute(1, 2, 3, 0)
+        return out
+
+    # Frame-block stages (see Separator.streams). With bridging, every branch decodes the same
+    # skip features, [mean of the encoder outputs, mean of the LSTM outputs], and every LSTM
+    # reads the mean encoder output: only those two means are kept for the whole song.
+
+    def _streams_forward_magnitudes(self) -> bool:
+        return type(self).forward_magnitudes is XUMX.forward_magnitudes
+
+    def encode_frames(self, mixture: Tensor) -> list[Tensor]:
+        """Stage 1 of the frame-block path (see :meth:`Separator.encode_frames`).
+
+        Returns:
+            With bridging, one ``(nb_frames, batch, hidden_size)`` tensor: the mean encoder
+            output of the branches; without, one encoder output per branch.
+        """
+        if not self.bridging:
+            return super().encode_frames(mixture)
+        self._check_waveform(mixture)
+        nb_frames = self.stft.frame_count(mixture.shape[-1])
+        shared: Tensor | None = None
+        for start in range(0, nb_frames, self.frame_block):
+            stop = min(start + self.frame_block, nb_frames)
+            _, mix = self._block_spectrogram(mixture, start, stop)
+            features = _mean([core.encode(mix) for core in self._branches()])
+            if shared is None:
+                shared = features.new_empty(nb_frames, *features.shape[1:])
+            shared[start:stop] = features
+        assert shared is not None
+        return [shared]
+
+    def run_sequence(self, encoded: list[Tensor]) -> list[Tensor]:
+        """Stage 2 (see :meth:`Separator.run_sequence`): with bridging, the mean LSTM output."""
+        if not self.bridging:
+            return super().run_sequence(encoded)
+        branches = self._branches()
+        shared = encoded.pop()
+        total = branches[0].lstm(shared)[0]
+        for core in branches[1:]:
+            total += core.lstm(shared)[0]
+        del shared
+        return [total.div_(len(branches))]
+
+    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+        """One block's target magnitudes (see :meth:`Separator.decode_frames`)."""
+        if not self.bridging:
+            return super().decode_frames(mix, context, start)
+        branches = self._branches()
+        lstm_mean = context[0][start : start + mix.shape[0]]
+        skip = torch.cat([_mean([core.encode(mix) for core in branches]), lstm_mean], dim=-1)
+        estimates = mix.new_empty(mix.shape[1], len(branches), *mix.shape[2:], mix.shape[0])
+        for index, core in enumerate(branches):
+            estimates[:, index] = core.decode(skip, mix).permute(1, 2, 3, 0)
+        return estimates
 
     def extra_repr(self) -> str:
         return f"bridging={self.bridging}"
