@@ -175,7 +175,16 @@ def test_block_correlations_build_the_exact_gram_and_cross_terms() -> None:
     spec = torch.fft.rfft(blocks, n=n_fft)
     cross = torch.einsum("ubf,vbf->uvf", spec, spec[:4].conj())
     corr = torch.fft.irfft(cross, n=n_fft)[..., :nb_lags]
-    corr = corr + bsseval_module._straddling_correlations(blocks, 4, nb_lags)
+    # the same cross-spectra from the chunked, reused-buffer block transform
+    groups = [tiles.reshape(8, -1)[:4], tiles.reshape(8, -1)[4:]]
+    ones = torch.ones(n_fft // 2 + 1, dtype=torch.float64)
+    chunked = torch.zeros((n_fft // 2 + 1, 8, 4), dtype=torch.complex128)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bsseval_module, "_CHUNK_BYTES", 2 * 8 * (n_fft // 2 + 1) * 16)  # 2 blocks
+        for _, bins, z in bsseval_module._block_spectra(groups, 700, 5, n_fft, ones):
+            chunked[bins] += torch.bmm(z, z[:, :4].transpose(1, 2).conj())
+    np.testing.assert_allclose(chunked.permute(1, 2, 0).numpy(), cross.numpy(), atol=1e-9)
+    corr = corr + bsseval_module._straddling_correlations(groups, 700, nb_lags)
     gram = bsseval_module._gram(corr[:4], nb_lags).numpy()
     delayed = _delayed(refs.reshape(4, -1), nb_lags)
     np.testing.assert_allclose(gram, delayed.T @ delayed, atol=1e-9)

@@ -1,4 +1,5 @@
-"""BSS Eval v4 (museval's ``evaluate(..., mode="v4")``) and BSS Eval v3 ``bss_eval_sources``.
+"""BSS Eval v4 (museval's ``evaluate(..., mode="v4")``), BSS Eval v3 ``bss_eval_sources``, and
+the MIR-1K global scores built on the latter (GNSDR, GSIR, GSAR: :func:`global_scores`).
 
 Both decompose each estimate into the reference it should match, spatial (filtering) distortion,
 interference and artifacts, using least-squares *distortion filters* of ``filters_len`` taps:
@@ -10,7 +11,8 @@ the metrics are then computed frame by frame on the decomposition of each frame.
 The numbers are museval's (and, for :func:`bss_eval_sources`, mir_eval's); the computation is
 restructured so that it costs a small fraction of theirs and runs batched in torch (CPU or GPU):
 
-* the signals are cut into blocks (the frames themselves when frames tile the signal) and
+* the signals are cut into blocks (the frames themselves when frames tile the signal), a
+  chunk at a time laid out block-major and zero-padded to the FFT size in reused buffers, and
   transformed once; summing the blocks' cross-spectra (one batched matrix product per
   frequency) and adding back the few products that straddle block boundaries gives every
   auto- and cross-correlation the normal equations need, at lags below ``filters_len``;
@@ -54,10 +56,12 @@ _BACKWARD_ERROR = 2e-16
 GRAM_EPS = float(np.finfo(np.float64).eps)
 
 # Memory budgets (bytes): spectra of one chunk of blocks; block spectra kept between the two
-# passes (beyond it they are computed twice); one frequency slice (meant to stay in cache).
+# passes (beyond it they are computed twice); one frequency slice (meant to stay in cache); one
+# chunk of frames of the time-domain energies (likewise).
 _CHUNK_BYTES = 1 << 28
 _CACHE_BYTES = 1 << 31
 _SLICE_BYTES = 1 << 22
+_TIME_CHUNK_BYTES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def bss_eval_v4(
             estimate that is silent over the whole signal (museval refuses those too).
     """
     _check_lengths(window, hop, filters_len)
-    ref, est = _prepare(references, estimates, device, padding=padding)
+    ref, est, sounding = _prepare(references, estimates, device, padding=padding)
     wf = min(window, ref.shape[-1])
     energies = _decompose(ref, est, filters_len, wf, hop, pairs=False)
     sdr = _db(energies.ref, energies.error)
@@ -157,7 +161,7 @@ def bss_eval_v4(
     sar = _db(energies.total, energies.artifacts)
     metrics = torch.stack([sdr, isr, sir, sar])
     metrics[~torch.isfinite(metrics)] = math.nan
-    metrics[:, :, _silent_frames(ref, est, wf, hop)] = math.nan
+    metrics[:, :, _silent_frames(sounding, wf, hop)] = math.nan
     out = metrics.cpu().numpy()
     return BssEvalResult(sdr=out[0], isr=out[1], sir=out[2], sar=out[3])
 
@@ -198,7 +202,7 @@ def bss_eval_sources(
         ValueError: as :func:`bss_eval_v4`.
     """
     _check_lengths(1, 1, filters_len)
-    ref, est = _prepare(references, estimates, device, padding=False, allow_2d=True)
+    ref, est, _ = _prepare(references, estimates, device, padding=False, allow_2d=True)
     nb_sources, _, nb_samples = ref.shape
     if compute_permutation and nb_sources > MAX_PERMUTED_SOURCES:
         raise ValueError(
@@ -233,6 +237,109 @@ def bss_eval_sources(
     )
 
 
+@dataclass(frozen=True)
+class GlobalScores:
+    """MIR-1K global scores: clip-length-weighted means of ``bss_eval_sources`` results, in dB.
+
+    Attributes:
+        gnsdr: ``(nb_sources,)`` weighted mean of NSDR = SDR(estimate) − SDR(mixture).
+        gsir: ``(nb_sources,)`` weighted mean of SIR.
+        gsar: ``(nb_sources,)`` weighted mean of SAR.
+        nsdr: ``(nb_clips, nb_sources)`` per-clip NSDR.
+        sir: ``(nb_clips, nb_sources)`` per-clip SIR.
+        sar: ``(nb_clips, nb_sources)`` per-clip SAR.
+        lengths: ``(nb_clips,)`` clip lengths in samples (the weights).
+    """
+
+    gnsdr: np.ndarray
+    gsir: np.ndarray
+    gsar: np.ndarray
+    nsdr: np.ndarray
+    sir: np.ndarray
+    sar: np.ndarray
+    lengths: np.ndarray
+
+
+def global_scores(
+    clips: Iterable[tuple[ArrayLike, ArrayLike, ArrayLike]],
+    *,
+    compute_permutation: bool = True,
+    filters_len: int = 512,
+    device: str | torch.device | None = None,
+) -> GlobalScores:
+    """GNSDR, GSIR and GSAR over clips, the MIR-1K singing-voice protocol (spec-notes §6).
+
+    For each clip, :func:`bss_eval_sources` scores the estimates (matched to the references
+    by the permutation with the largest mean SIR, as mir_eval does) and the mixture taken as
+    the estimate of every source; NSDR is the difference of the two SDRs. Each global score
+    is the mean over clips weighted by clip length. Scores stay in the order of the
+    references, e.g. (accompaniment, voice).
+
+    Args:
+        clips: ``(references, estimates, mixture)`` per clip: ``(nb_sources, [nb_channels,]
+            nb_samples)``, the same, and ``([nb_channels,] nb_samples)``.
+        compute_permutation: search the estimate-to-reference matching (mir_eval's default).
+        filters_len: distortion filter taps.
+        device: torch device for the computation.
+
+    Returns:
+        The global and per-clip scores.
+
+    Raises:
+        ValueError: no clips, clips with different numbers of sources, a mixture whose shape
+            is not one reference's, or a non-finite score (a perfect estimate's +inf SIR
+            would swamp the mean: leave that clip out).
+    """
+    nsdrs, sirs, sars, lengths = [], [], [], []
+    for index, (references, estimates, mixture) in enumerate(clips):
+        ref = _to_tensor(references, "references", torch.device("cpu"), allow_2d=True)
+        mix = mixture.detach() if isinstance(mixture, torch.Tensor) else torch.as_tensor(mixture)
+        mix = mix.to(torch.float64)
+        if mix.ndim == 1:
+            mix = mix[None]
+        if tuple(mix.shape) != tuple(ref.shape[1:]):
+            raise ValueError(
+                f"clip {index}: mixture {tuple(mix.shape)} does not match one reference "
+                f"{tuple(ref.shape[1:])} (([nb_channels,] nb_samples))"
+            )
+        scored = [
+            bss_eval_sources(
+                ref,
+                candidate,
+                compute_permutation=compute_permutation,
+                filters_len=filters_len,
+                device=device,
+            )
+            for candidate in (estimates, mix.expand_as(ref))
+        ]
+        separated, baseline = scored
+        nsdrs.append(separated.sdr - baseline.sdr)
+        sirs.append(separated.sir)
+        sars.append(separated.sar)
+        lengths.append(ref.shape[-1])
+    if not lengths:
+        raise ValueError("no clips to score")
+    if len({len(row) for row in nsdrs}) > 1:
+        raise ValueError("every clip must have the same number of sources")
+    per_clip = [np.stack(rows) for rows in (nsdrs, sirs, sars)]
+    if not all(np.isfinite(rows).all() for rows in per_clip):
+        raise ValueError(
+            "a clip scored ±inf (an estimate equal to its reference, or silent): its score "
+            "would swamp a weighted mean; leave that clip out"
+        )
+    weights = np.asarray(lengths, dtype=np.float64)
+    means = [weights @ rows / weights.sum() for rows in per_clip]
+    return GlobalScores(
+        gnsdr=means[0],
+        gsir=means[1],
+        gsar=means[2],
+        nsdr=per_clip[0],
+        sir=per_clip[1],
+        sar=per_clip[2],
+        lengths=weights.astype(np.int64),
+    )
+
+
 # --- inputs -----------------------------------------------------------------------------------
 
 
@@ -255,12 +362,19 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device, allow_2d: bool) ->
         raise ValueError(f"{name} must be shaped {expected}, got {tuple(tensor.shape)}")
     if tensor.shape[-1] == 0 or tensor.shape[0] == 0:
         raise ValueError(f"{name} is empty {tuple(tensor.shape)}; there is nothing to score")
-    tensor = tensor.to(device=device, dtype=torch.float64)
-    # a NaN or ±inf sample makes the sum non-finite (audio never overflows a float64 sum);
-    # one reduction is cheaper than an elementwise test
-    if not math.isfinite(float(tensor.sum())):
+    return tensor.to(device=device, dtype=torch.float64)
+
+
+def _channel_sum(signal: torch.Tensor, name: str) -> torch.Tensor:
+    """``(nb_sources, nb_samples)`` sum over channels, after checking every sample is finite.
+
+    The sum serves the silence tests too: one pass over the samples for all three checks.
+    """
+    mono = signal.sum(dim=1)
+    # a NaN or ±inf sample makes the sum non-finite (audio never overflows a float64 sum)
+    if not math.isfinite(float(mono.sum())):
         raise ValueError(f"{name} holds NaN or infinite samples; a score would be meaningless")
-    return tensor
+    return mono
 
 
 def _prepare(
@@ -270,7 +384,13 @@ def _prepare(
     *,
     padding: bool,
     allow_2d: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Checked float64 ``(nb_sources, nb_channels, nb_samples)`` references and estimates.
+
+    Returns:
+        The references, the estimates (padded or truncated to the references' length) and,
+        for both, ``(nb_sources, nb_samples)`` booleans: where the channel sum is not zero.
+    """
     if device is None:
         device = estimates.device if isinstance(estimates, torch.Tensor) else "cpu"
     dev = torch.device(device)
@@ -281,6 +401,8 @@ def _prepare(
             f"references {tuple(ref.shape)} and estimates {tuple(est.shape)} differ in "
             "(nb_sources, nb_channels); give one estimate per reference, same channels"
         )
+    ref_mono = _channel_sum(ref, "references")
+    est_mono = _channel_sum(est, "estimates")
     if est.shape[-1] != ref.shape[-1]:
         if not padding:
             raise ValueError(
@@ -288,20 +410,19 @@ def _prepare(
                 "trim or pad the estimates (or pass padding=True)"
             )
         # museval's pad_or_truncate: zeros at the end, or cut to the reference length
-        est = (
-            F.pad(est, (0, ref.shape[-1] - est.shape[-1]))
-            if est.shape[-1] < ref.shape[-1]
-            else est[..., : ref.shape[-1]]
-        )
-    for name, signal in (("references", ref), ("estimates", est)):
-        silent = ~signal.sum(dim=1).ne(0).any(dim=-1)
+        extra = ref.shape[-1] - est.shape[-1]
+        est = F.pad(est, (0, extra)) if extra > 0 else est[..., : ref.shape[-1]]
+        est_mono = F.pad(est_mono, (0, extra)) if extra > 0 else est_mono[..., : ref.shape[-1]]
+    sounding = (ref_mono.ne(0), est_mono.ne(0))
+    for name, nonzero in zip(("references", "estimates"), sounding, strict=True):
+        silent = ~nonzero.any(dim=-1)
         if bool(silent.any()):
             index = int(torch.nonzero(silent)[0, 0])
             raise ValueError(
                 f"{name}[{index}] is silent (its channels sum to zero at every sample); BSS "
                 "Eval is undefined for it. Leave that source out of the evaluation."
             )
-    return ref, est
+    return ref, est, sounding
 
 
 # --- the two passes over the signals ----------------------------------------------------------
@@ -377,12 +498,8 @@ def _decompose(
         block = max(min(default, nb_samples), filters_len)
     n_fft = _next_fast_len(block + filters_len - 1)
     nb_blocks = -(-nb_samples // block)
-    # references then estimates, zero-padded to whole blocks: (signals, blocks, block)
-    tiles = ref.new_empty((2, nb_sources, nb_channels, nb_blocks * block))
-    tiles[0, ..., :nb_samples] = ref
-    tiles[1, ..., :nb_samples] = est
-    tiles[..., nb_samples:] = 0.0
-    tiles = tiles.reshape(2 * nb_refs, nb_blocks, block)
+    # references then estimates, (signals, samples), cut into blocks a chunk at a time
+    groups = [ref.reshape(nb_refs, -1), est.reshape(nb_refs, -1)]
     nb_frames = (nb_samples - window) // hop + 1
     nb_bins = n_fft // 2 + 1
     keep = shared and 2 * nb_refs * nb_bins * 16 * nb_blocks <= _CACHE_BYTES
@@ -393,7 +510,7 @@ def _decompose(
     weight = _parseval_weights(n_fft, ref.device)
     cross_spec = ref.new_zeros((nb_bins, 2 * nb_refs, nb_refs), dtype=torch.complex128)
     cache: list[tuple[int, slice, torch.Tensor]] = []
-    for first, bins, z in _spectral_slices(tiles, n_fft, weight.sqrt()):
+    for first, bins, z in _block_spectra(groups, block, nb_blocks, n_fft, weight.sqrt()):
         conj_refs = z[:, :nb_refs].transpose(1, 2).conj().resolve_conj()
         cross_spec[bins] += torch.bmm(z, conj_refs)
         if keep and first < nb_frames:
@@ -401,21 +518,20 @@ def _decompose(
     cross_spec /= weight[:, None, None]
     corr = torch.fft.irfft(cross_spec.permute(1, 2, 0), n=n_fft)[..., :filters_len]
     del cross_spec
-    corr = corr + _straddling_correlations(tiles, nb_refs, filters_len)
+    corr = corr + _straddling_correlations(groups, block, filters_len)
     filters = _distortion_filters(corr, nb_sources, nb_channels, filters_len, pairs=pairs)
 
     # pass 2: frame-wise decomposition
     if shared:
         frame_fft = n_fft
         slices: Iterable[tuple[int, slice, torch.Tensor]] = (
-            cache if keep else _spectral_slices(tiles[:, :nb_frames], n_fft, weight.sqrt())
+            cache if keep else _block_spectra(groups, block, nb_frames, n_fft, weight.sqrt())
         )
     else:
         frame_fft = _next_fast_len(window + filters_len - 1)
-        frames = tiles.reshape(2 * nb_refs, -1)[:, :nb_samples].unfold(-1, window, hop)
+        frames = torch.stack([ref, est]).reshape(2 * nb_refs, -1).unfold(-1, window, hop)
         frame_weight = _parseval_weights(frame_fft, ref.device)
         slices = _spectral_slices(frames, frame_fft, frame_weight.sqrt())
-    del tiles
     response = _frequency_response(filters, frame_fft)
     nb_pairs = filters.own.shape[3]
     size = 1 + 3 * nb_pairs
@@ -436,7 +552,8 @@ def _time_energies(
     """
     ref_frames = ref.unfold(-1, window, hop)  # (sources, channels, frames, window)
     est_frames = est.unfold(-1, window, hop)
-    step = max(1, _CHUNK_BYTES // (8 * ref.shape[0] * ref.shape[1] * window))
+    # small chunks: the temporary difference stays in cache
+    step = max(1, _TIME_CHUNK_BYTES // (8 * ref.shape[0] * ref.shape[1] * window))
     signal, error = [], []
     for first in range(0, ref_frames.shape[2], step):
         x = ref_frames[:, :, first : first + step]
@@ -445,6 +562,55 @@ def _time_energies(
         signal.append(torch.linalg.vector_norm(x, dim=(1, 3)).square())
         error.append(torch.linalg.vector_norm(e - x, dim=(1, 3)).square())
     return torch.cat(signal, dim=-1), torch.cat(error, dim=-1)
+
+
+def _block_spectra(
+    groups: list[torch.Tensor], block: int, nb_blocks: int, n_fft: int, scale: torch.Tensor
+) -> Iterator[tuple[int, slice, torch.Tensor]]:
+    """Spectra of the first ``nb_blocks`` ``block``-sample blocks of signals, like
+    :func:`_spectral_slices`.
+
+    Each chunk of blocks is cut and zero-padded to ``n_fft`` in one reused block-major buffer,
+    and transformed into another: an FFT of contiguous pre-padded rows costs about two thirds
+    of one that pads or gathers them itself, and reused buffers spare the page faults of
+    fresh memory (about a second per few gigabytes).
+
+    Args:
+        groups: ``(nb_group_signals, nb_samples)`` tensors, stacked in this order.
+        block: block length, at most ``n_fft``.
+        nb_blocks: blocks to transform, at most ``ceil(nb_samples / block)``; samples beyond
+            the signals' end are zeros.
+        n_fft: FFT size.
+        scale: ``(nb_bins,)`` real factors applied to the bins.
+
+    Yields:
+        ``(first block of the chunk, frequency slice, (nb_bins_slice, nb_signals, nb_chunk))``
+        contiguous complex spectra, newly allocated.
+    """
+    nb_signals = sum(signals.shape[0] for signals in groups)
+    nb_bins = n_fft // 2 + 1
+    step = min(nb_blocks, max(1, _CHUNK_BYTES // (nb_signals * nb_bins * 16)))
+    padded = groups[0].new_zeros((step, nb_signals, n_fft))
+    spectra = padded.new_empty((step, nb_signals, nb_bins), dtype=torch.complex128)
+    for first in range(0, nb_blocks, step):
+        count = min(step, nb_blocks - first)
+        chunk = padded[:count]
+        row = 0
+        for signals in groups:
+            rows = slice(row, row + signals.shape[0])
+            segment = signals[:, first * block : (first + count) * block]
+            full, rest = divmod(segment.shape[-1], block)
+            head = segment[:, : full * block].reshape(signals.shape[0], full, block)
+            chunk[:full, rows, :block] = head.transpose(0, 1)
+            if full < count:  # the signals end inside this block
+                chunk[full, rows, :rest] = segment[:, full * block :]
+                chunk[full, rows, rest:block] = 0.0
+            row += signals.shape[0]
+        spec = torch.fft.rfft(chunk, out=spectra[:count])
+        width = max(16, _SLICE_BYTES // (16 * count * nb_signals))
+        for start in range(0, nb_bins, width):
+            bins = slice(start, min(start + width, nb_bins))
+            yield first, bins, spec[:, :, bins].permute(2, 1, 0) * scale[bins, None, None]
 
 
 def _spectral_slices(
@@ -469,7 +635,7 @@ def _spectral_slices(
     step = max(1, _CHUNK_BYTES // (nb_signals * nb_bins * 16))
     for first in range(0, nb_blocks, step):
         spec = torch.fft.rfft(blocks[:, first : first + step], n=n_fft)
-        columns = nb_signals * spec.shape[1]
+        columns = spec.shape[0] * spec.shape[1]
         width = max(16, _SLICE_BYTES // (16 * columns))
         for start in range(0, nb_bins, width):
             bins = slice(start, min(start + width, nb_bins))
@@ -477,29 +643,38 @@ def _spectral_slices(
             yield first, bins, z.contiguous() if scale is None else z * scale[bins, None, None]
 
 
-def _straddling_correlations(tiles: torch.Tensor, nb_refs: int, nb_lags: int) -> torch.Tensor:
+def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: int) -> torch.Tensor:
     """The correlation terms block-wise spectra miss: ``v[n]`` in a block, ``u[n + k]`` in the next.
 
     For each boundary, the last ``nb_lags − 1`` samples of the references before it and the
     first ``nb_lags − 1`` samples of every signal after it, correlated with short FFTs.
 
     Args:
-        tiles: ``(nb_signals, nb_blocks, block)``, ``block ≥ nb_lags − 1``.
+        groups: the references' then the estimates' ``(nb_refs, nb_samples)`` signals.
+        block: block length, at least ``nb_lags − 1``.
+        nb_lags: correlation lags.
 
     Returns:
         ``(nb_signals, nb_refs, nb_lags)``.
     """
-    nb_signals, nb_blocks, _ = tiles.shape
-    out = torch.zeros((nb_signals, nb_refs, nb_lags), dtype=tiles.dtype, device=tiles.device)
+    refs = groups[0]
+    nb_refs, nb_samples = refs.shape
+    nb_signals = sum(signals.shape[0] for signals in groups)
+    nb_blocks = -(-nb_samples // block)
+    out = refs.new_zeros((nb_signals, nb_refs, nb_lags))
     span = nb_lags - 1
     if nb_blocks < 2 or span == 0:
         return out
     n_fft = _next_fast_len(2 * span)
-    # per boundary: zeros then the head of the next block (every signal), and the tail of the
-    # block before it (references), zero-padded to the same length
-    after = F.pad(tiles[:, 1:, :span], (span, 0))
-    before = F.pad(tiles[:nb_refs, :-1, -span:], (0, span))
-    acc = tiles.new_zeros((n_fft // 2 + 1, nb_signals, nb_refs), dtype=torch.complex128)
+    # per boundary: zeros then the head of the next block (every signal; zeros past the end),
+    # and the tail of the block before it (references), zero-padded to the same length
+    starts = torch.arange(1, nb_blocks, device=refs.device) * block
+    heads = starts[:, None] + torch.arange(span, device=refs.device)
+    inside = heads < nb_samples
+    after = torch.cat([signals[:, heads.clamp(max=nb_samples - 1)] * inside for signals in groups])
+    after = F.pad(after, (span, 0))
+    before = F.pad(refs[:, heads - span], (0, span))
+    acc = refs.new_zeros((n_fft // 2 + 1, nb_signals, nb_refs), dtype=torch.complex128)
     for _, bins, z in _spectral_slices(torch.cat([after, before]), n_fft):
         acc[bins] += torch.bmm(z[:, :nb_signals], z[:, nb_signals:].transpose(1, 2).conj())
     return torch.fft.irfft(acc.permute(1, 2, 0), n=n_fft)[..., :nb_lags]
@@ -870,12 +1045,16 @@ def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(ratio)
 
 
-def _silent_frames(ref: torch.Tensor, est: torch.Tensor, window: int, hop: int) -> torch.Tensor:
-    """``(nb_frames,)`` True where some reference or estimate has an all-zero channel sum."""
-    flags = [
-        (~signal.sum(dim=1).unfold(-1, window, hop).ne(0).any(dim=-1)).any(dim=0)
-        for signal in (ref, est)
-    ]
+def _silent_frames(
+    sounding: tuple[torch.Tensor, torch.Tensor], window: int, hop: int
+) -> torch.Tensor:
+    """``(nb_frames,)`` True where some reference or estimate has an all-zero channel sum.
+
+    Args:
+        sounding: the references' and the estimates' ``(nb_sources, nb_samples)`` booleans,
+            True where their channel sum is not zero.
+    """
+    flags = [(~nonzero.unfold(-1, window, hop).any(dim=-1)).any(dim=0) for nonzero in sounding]
     return flags[0] | flags[1]
 
 
