@@ -209,3 +209,23 @@ def test_score_clip_matches_mir_eval() -> None:
     np.testing.assert_allclose(ours["SAR"], sar, atol=1e-3)
     np.testing.assert_allclose(ours["NSDR"], sdr - sdr_mix, atol=1e-3)
     assert (ours["NSDR"] > 3).all()  # a real improvement over the mixture
+
+
+def test_write_from_musdb_skips_stretches_without_singing(tmp_path: Path) -> None:
+    # 3 s of song: voice in the first and last second only, accompaniment throughout.
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    vocals = 0.3 * np.sin(2 * np.pi * 440 * t)
+    vocals[rate : 2 * rate] = 0.0
+    accompaniment = 0.2 * np.sin(2 * np.pi * 110 * t)
+    track = tmp_path / "musdb" / "train" / "Song"
+    track.mkdir(parents=True)
+    sf.write(track / "vocals.wav", np.stack([vocals, vocals], axis=1), rate)
+    mixture = vocals + accompaniment
+    sf.write(track / "mixture.wav", np.stack([mixture, mixture], axis=1), rate)
+    paths = write_mir1k_from_musdb(tmp_path / "musdb", tmp_path / "MIR-1K", clip_seconds=1.0)
+    # the silent middle second is left out; clips stay numbered without a gap
+    assert [p.name for p in paths] == ["abjones_1_01.wav", "abjones_1_02.wav"]
+    for path in paths:
+        clip, _ = sf.read(path)
+        assert np.sqrt(np.mean(clip[:, 1] ** 2)) > 0.1

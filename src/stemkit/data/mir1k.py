@@ -535,6 +535,12 @@ def evaluate_mir1k(
 GENERATED_SINGERS: tuple[str, ...] = ("abjones", "amy", "bobon", "geniusturtle", "heycat")
 
 
+def _silent(channel: np.ndarray, floor_db: float = -60.0) -> bool:
+    """Whether ``channel`` stays below ``floor_db`` dBFS RMS (after 16-bit rounding)."""
+    rms = float(np.sqrt(np.mean(np.square(channel, dtype=np.float64)))) if channel.size else 0.0
+    return rms < 10 ** (floor_db / 20)
+
+
 def write_mir1k_from_musdb(
     musdb_root: str | PathLike[str],
     out: str | PathLike[str],
@@ -551,7 +557,9 @@ def write_mir1k_from_musdb(
     with the default names. The vocals and the accompaniment (mixture − vocals) are mixed to
     mono, resampled to 16 kHz and written as stereo clips of ``clip_seconds`` (the last, shorter
     remainder is kept when at least half a clip long): left = accompaniment, right = voice, as
-    in MIR-1K. Both channels are scaled by one factor when needed to keep peaks below 1.
+    in MIR-1K. Stretches where either is silent (below −60 dBFS RMS) are skipped, as every
+    MIR-1K clip holds both. Both channels are scaled by one factor when needed to keep peaks
+    below 1.
 
     Args:
         musdb_root: folder with ``train/`` and/or ``test/`` track folders holding
@@ -601,10 +609,16 @@ def write_mir1k_from_musdb(
         if undivided:
             sf.write(Path(out) / "UndividedWavfile" / f"{stem}.wav", song.T, MIR1K_RATE, subtype)
         starts = range(0, song.shape[-1], clip_len)
-        for index, start in enumerate(starts, start=1):
+        index = 0
+        for start in starts:
             piece = song[:, start : start + clip_len]
-            if index > 1 and 2 * piece.shape[-1] < clip_len:
+            if index > 0 and 2 * piece.shape[-1] < clip_len:
                 break
+            # Every MIR-1K clip holds singing and accompaniment; a silent channel would also
+            # leave BSS Eval undefined, so stretches without one are not written.
+            if _silent(piece[0]) or _silent(piece[1]):
+                continue
+            index += 1
             path = clip_folder / f"{stem}_{index:02d}.wav"
             sf.write(path, piece.T, MIR1K_RATE, subtype)
             written.append(path)
