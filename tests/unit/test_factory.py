@@ -122,3 +122,10 @@ def test_mir1k_format_is_detected_and_read(hq_tree: Path, tmp_path: Path) -> Non
         training_dataset(
             resolve_config(None, [f"data.root={hq_tree}", "data.format=mir1k"]).data, 3
         )
+
+
+def test_by_length_reaches_the_dataset(hq_tree: Path) -> None:
+    data = resolve_config(None, [f"data.root={hq_tree}", "data.by_length=true"]).data
+    dataset = training_dataset(data, seed=0)
+    assert isinstance(dataset, MusdbHQ) and dataset.by_length
+    assert not training_dataset(resolve_config(None, [f"data.root={hq_tree}"]).data, 0).by_length

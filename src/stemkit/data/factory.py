@@ -179,6 +179,7 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
         channel_swap=data.channel_swap,
         seed=seed,
         valid_fraction=data.valid_fraction,
+        by_length=data.by_length,
     )
 
 

@@ -337,7 +337,10 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
     With a ``segment``, item ``index`` is an excerpt of ``segment`` seconds: each source comes
     from its own uniformly drawn track at its own uniformly drawn start when ``random_mix``;
     otherwise all sources come from track ``index // samples_per_track`` at one shared start, so
-    they sum to a real excerpt of that song. A gain uniform in ``gain`` and a channel swap with
+    they sum to a real excerpt of that song. With ``by_length``, tracks are drawn (for every
+    item, random mix or not) with probability proportional to their number of excerpt starts,
+    so that every (track, start) pair is equally likely and long tracks are not under-sampled
+    against short ones. A gain uniform in ``gain`` and a channel swap with
     probability 0.5 are then applied per source. Tracks shorter than the segment are read whole
     and zero-padded at the end. The randomness of an item derives from ``(seed, epoch, index)``
     only (see :meth:`set_epoch`), so items do not depend on DataLoader workers or order.
@@ -360,6 +363,8 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
             MUSDB18 validation names are absent.
         split_seed: chooses those held-out tracks; kept apart from ``seed`` so that runs with
             different seeds validate on the same tracks.
+        by_length: draw tracks in proportion to their excerpt starts (uniform over all valid
+            excerpts) rather than uniformly.
 
     Attributes:
         tracks: the tracks of the split, sorted by name.
@@ -384,6 +389,7 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
         seed: int = 42,
         valid_fraction: float = 0.15,
         split_seed: int = 42,
+        by_length: bool = False,
     ) -> None:
         if segment is not None and not segment > 0:
             raise DatasetError(
@@ -418,6 +424,12 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
         self.gain = None if gain is None else (float(gain[0]), float(gain[1]))
         self.channel_swap = channel_swap
         self.seed = int(seed)
+        self.by_length = by_length
+        # Weight of each track when drawing by length: its number of excerpt starts.
+        frames = self.segment_frames or 1
+        self._start_counts = torch.tensor(
+            [max(t.nb_frames - frames, 0) + 1 for t in self.tracks], dtype=torch.float64
+        )
         # Kept in shared memory so that persistent DataLoader workers see set_epoch() too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -457,7 +469,11 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
             return [Excerpt(s, track, 0, track.nb_frames) for s in self.sources], None
         generator = item_generator(self.seed, self.epoch, index)
         nb_sources = len(self.sources)
-        if self.random_mix:
+        if self.by_length:
+            draws = nb_sources if self.random_mix else 1
+            drawn = torch.multinomial(self._start_counts, draws, True, generator=generator)
+            picks = drawn.tolist() if self.random_mix else drawn.tolist() * nb_sources
+        elif self.random_mix:
             picks = torch.randint(len(self.tracks), (nb_sources,), generator=generator).tolist()
         else:
             picks = [index // self.samples_per_track] * nb_sources
