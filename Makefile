@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml scripts/setup-system.sh
 	$(BIN)/pip install -q -e '.[dev]'
 	# openunmix is the parity reference; its declared torchaudio dependency has no CPU build here.
 	$(BIN)/pip install -q --no-deps openunmix==1.3.0
+	# asteroid is the X-UMX parity reference; its declared dependencies (pytorch-lightning, an
+	# unpinned torch, ...) are not needed by its model code.
+	$(BIN)/pip install -q --no-deps asteroid==0.7.0 asteroid-filterbanks==0.4.0
 	touch $(STAMP)
 
 demo: $(STAMP)
