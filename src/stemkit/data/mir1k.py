@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from stemkit.audio.convert import resample
-from stemkit.data.sampling import item_generator
+from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def read_clip(
     return 0.5 * audio[[MIR1K_CHANNELS[s] for s in sources]].unsqueeze(1)
 
 
-class Mir1k(Dataset[tuple[Tensor, str]]):
+class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
     """MIR-1K clips as training excerpts or as whole clips, mono, at the model's rate.
 
     With a ``segment``, item ``index`` is an excerpt of ``segment`` seconds of clip
@@ -340,17 +340,7 @@ class Mir1k(Dataset[tuple[Tensor, str]]):
         self.samples_per_track = int(samples_per_track)
         self.random_mix = random_mix
         self.seed = int(seed)
-        # Shared memory, so that persistent DataLoader workers see set_epoch() too.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the excerpts are drawn for."""
-        return int(self._epoch.item())
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the excerpts of ``epoch`` from now on; call it before iterating the DataLoader."""
-        self._epoch.fill_(int(epoch))
+        self._init_epoch()
 
     def __len__(self) -> int:
         if self.segment_frames is None:

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from stemkit import MUSDB_SOURCES
 from stemkit.data.augment import random_channel_swap, random_gain
-from stemkit.data.sampling import item_generator
+from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
 #: The file every track folder holds besides one file per source.
@@ -331,7 +331,7 @@ def load_split(
     return split_tracks(tracks, split, valid_fraction, seed)
 
 
-class MusdbHQ(Dataset[tuple[Tensor, str]]):
+class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
     """Stems of a MUSDB18-HQ-layout folder, as excerpts for training or as full tracks.
 
     With a ``segment``, item ``index`` is an excerpt of ``segment`` seconds: each source comes
@@ -430,26 +430,12 @@ class MusdbHQ(Dataset[tuple[Tensor, str]]):
         self._start_counts = torch.tensor(
             [max(t.nb_frames - frames, 0) + 1 for t in self.tracks], dtype=torch.float64
         )
-        # Kept in shared memory so that persistent DataLoader workers see set_epoch() too.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._init_epoch()
 
     @staticmethod
     def list_tracks(root: str | PathLike[str], subset: str, sources: Sequence[str]) -> list[Track]:
         """The tracks of one subset; subclasses reading another layout override this."""
         return list_tracks(root, subset, sources)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the excerpts are drawn for."""
-        return int(self._epoch.item())
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the excerpts of ``epoch`` from now on; call it before iterating the DataLoader.
-
-        The value lives in shared memory, so DataLoader workers, persistent ones included, use
-        it for every item they load after the call.
-        """
-        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         if self.segment_frames is None:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from stemkit import MUSDB_SOURCES
 from stemkit.data.musdb import Track, load_split
-from stemkit.data.sampling import item_generator
+from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
 #: The RMS an all-zero chunk is given, so that it never exceeds a positive threshold.
@@ -356,7 +356,7 @@ def load_or_build_sad_index(
     return index
 
 
-class SadDataset(Dataset[tuple[Tensor, str]]):
+class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
     """Training excerpts drawn from the active windows of each source (the BSRNN recipe).
 
     Item ``index``: for every source independently, a kept window drawn uniformly from that
@@ -440,8 +440,7 @@ class SadDataset(Dataset[tuple[Tensor, str]]):
         self.silence_p = float(silence_p)
         self.normalize = normalize
         self.seed = int(seed)
-        # Shared memory, so that persistent DataLoader workers see set_epoch() too.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._init_epoch()
 
     @classmethod
     def from_root(
@@ -476,15 +475,6 @@ class SadDataset(Dataset[tuple[Tensor, str]]):
         else:
             index = load_or_build_sad_index(index_path, tracks, sources, params, progress)
         return cls(index, **options)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the excerpts are drawn for."""
-        return int(self._epoch.item())
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the excerpts of ``epoch`` from now on (seen by DataLoader workers too)."""
-        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return self.nb_items

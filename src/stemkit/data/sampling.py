@@ -31,3 +31,26 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, epoch, index))
     return generator
+
+
+class EpochAware:
+    """Mixin for datasets whose items are drawn per epoch: ``epoch`` and ``set_epoch``.
+
+    The epoch lives in a shared-memory tensor, so DataLoader workers, persistent ones included,
+    see :meth:`set_epoch` for every item they load after the call. Call :meth:`_init_epoch` in
+    ``__init__``.
+    """
+
+    _epoch: torch.Tensor
+
+    def _init_epoch(self) -> None:
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the excerpts are drawn for."""
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the excerpts of ``epoch`` from now on; call it before iterating the DataLoader."""
+        self._epoch.fill_(int(epoch))
