@@ -143,6 +143,28 @@ def test_bad_inputs_are_refused(refs: np.ndarray, ests: np.ndarray, message: str
         bss_eval_v4(refs, ests, window=50, hop=50, filters_len=8)
 
 
+def test_chunked_input_scan_finds_late_nan_and_cancelling_channels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The finite/silence scan goes a chunk of samples at a time: tiny chunks change nothing."""
+    refs, ests = _pair(seconds=2.0)
+    # channels that cancel exactly over the second second: a silent frame for every source
+    ests[0, 1, RATE:] = -ests[0, 0, RATE:]
+    expected = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE, filters_len=32))
+    # 37-sample chunks (the frame energies then sum in another order: rounding only)
+    monkeypatch.setattr(bsseval_module, "_TIME_CHUNK_BYTES", 8 * 4 * 37)
+    got = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE, filters_len=32))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0.0)
+    assert np.isnan(got[:, :, 1]).all() and np.isfinite(got[:, :, 0]).all()
+    flags = bsseval_module._sounding(torch.from_numpy(ests), "estimates")
+    assert flags.shape == (2, 2 * RATE)
+    assert not flags[0, RATE:].any() and flags[0, :RATE].all() and flags[1].all()
+    late = refs.copy()
+    late[1, 0, -1] = np.inf
+    with pytest.raises(ValueError, match="references holds NaN or infinite"):
+        bss_eval_v4(late, ests, window=RATE, hop=RATE, filters_len=32)
+
+
 def test_bad_lengths_are_refused() -> None:
     refs, ests = _pair(seconds=0.1)
     for kwargs in ({"window": 0}, {"hop": -1}, {"filters_len": 0}, {"window": 2.5}):
@@ -175,15 +197,23 @@ def test_block_correlations_build_the_exact_gram_and_cross_terms() -> None:
     spec = torch.fft.rfft(blocks, n=n_fft)
     cross = torch.einsum("ubf,vbf->uvf", spec, spec[:4].conj())
     corr = torch.fft.irfft(cross, n=n_fft)[..., :nb_lags]
-    # the same cross-spectra from the chunked, reused-buffer block transform
+    # the same cross-spectra from the chunked, reused-buffer block transform: chunks of two
+    # blocks transformed one at a time, stored whole (read twice) or chunk by chunk
     groups = [tiles.reshape(8, -1)[:4], tiles.reshape(8, -1)[4:]]
     ones = torch.ones(n_fft // 2 + 1, dtype=torch.float64)
-    chunked = torch.zeros((n_fft // 2 + 1, 8, 4), dtype=torch.complex128)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bsseval_module, "_CHUNK_BYTES", 2 * 8 * (n_fft // 2 + 1) * 16)  # 2 blocks
-        for _, bins, z in bsseval_module._block_spectra(groups, 700, 5, n_fft, ones):
-            chunked[bins] += torch.bmm(z, z[:, :4].transpose(1, 2).conj())
-    np.testing.assert_allclose(chunked.permute(1, 2, 0).numpy(), cross.numpy(), atol=1e-9)
+        patch.setattr(bsseval_module, "_CHUNK_BYTES", 2 * 8 * (n_fft // 2 + 1) * 16)
+        patch.setattr(bsseval_module, "_FFT_BYTES", 8 * n_fft * 8)
+        for keep in (False, True):
+            spectra = bsseval_module._BlockSpectra(groups, 700, 5, n_fft, ones, keep=keep)
+            for _ in range(2):
+                chunked = torch.zeros((n_fft // 2 + 1, 8, 4), dtype=torch.complex128)
+                for _, bins, z in spectra.slices(5):
+                    assert z.is_contiguous()  # no copy in the batched products
+                    chunked[bins] += torch.bmm(z, z[:, :4].transpose(1, 2).conj())
+                np.testing.assert_allclose(
+                    chunked.permute(1, 2, 0).numpy(), cross.numpy(), atol=1e-9
+                )
     corr = corr + bsseval_module._straddling_correlations(groups, 700, nb_lags)
     gram = bsseval_module._gram(corr[:4], nb_lags).numpy()
     delayed = _delayed(refs.reshape(4, -1), nb_lags)

@@ -56,11 +56,13 @@ _BACKWARD_ERROR = 2e-16
 GRAM_EPS = float(np.finfo(np.float64).eps)
 
 # Memory budgets (bytes): spectra of one chunk of blocks; block spectra kept between the two
-# passes (beyond it they are computed twice); one frequency slice (meant to stay in cache); one
-# chunk of frames of the time-domain energies (likewise).
+# passes (beyond it they are computed twice); one frequency slice (meant to stay in cache); the
+# zero-padded blocks of one FFT call; one chunk of frames of the time-domain energies and of
+# the input checks (in cache, likewise).
 _CHUNK_BYTES = 1 << 28
 _CACHE_BYTES = 1 << 31
 _SLICE_BYTES = 1 << 22
+_FFT_BYTES = 1 << 25
 _TIME_CHUNK_BYTES = 1 << 21
 
 
@@ -365,16 +367,26 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device, allow_2d: bool) ->
     return tensor.to(device=device, dtype=torch.float64)
 
 
-def _channel_sum(signal: torch.Tensor, name: str) -> torch.Tensor:
-    """``(nb_sources, nb_samples)`` sum over channels, after checking every sample is finite.
+def _sounding(signal: torch.Tensor, name: str) -> torch.Tensor:
+    """``(nb_sources, nb_samples)`` booleans, True where the sum over channels is not zero,
+    after checking every sample is finite.
 
-    The sum serves the silence tests too: one pass over the samples for all three checks.
+    One pass over the samples for the three checks (finite, silent source, silent frame),
+    a cache-sized chunk at a time: summing channels of the whole signal at once costs
+    several times more, in fresh memory and strided reads.
     """
-    mono = signal.sum(dim=1)
+    nb_sources, _, nb_samples = signal.shape
+    out = signal.new_empty((nb_sources, nb_samples), dtype=torch.bool)
+    step = max(1, _TIME_CHUNK_BYTES // (8 * signal.shape[0] * signal.shape[1]))
+    sums = []
+    for first in range(0, nb_samples, step):
+        mono = signal[:, :, first : first + step].sum(dim=1)
+        sums.append(mono.sum())
+        torch.ne(mono, 0, out=out[:, first : first + step])
     # a NaN or ±inf sample makes the sum non-finite (audio never overflows a float64 sum)
-    if not math.isfinite(float(mono.sum())):
+    if not math.isfinite(float(torch.stack(sums).sum())):
         raise ValueError(f"{name} holds NaN or infinite samples; a score would be meaningless")
-    return mono
+    return out
 
 
 def _prepare(
@@ -401,8 +413,8 @@ def _prepare(
             f"references {tuple(ref.shape)} and estimates {tuple(est.shape)} differ in "
             "(nb_sources, nb_channels); give one estimate per reference, same channels"
         )
-    ref_mono = _channel_sum(ref, "references")
-    est_mono = _channel_sum(est, "estimates")
+    ref_sounding = _sounding(ref, "references")
+    est_sounding = _sounding(est, "estimates")
     if est.shape[-1] != ref.shape[-1]:
         if not padding:
             raise ValueError(
@@ -412,8 +424,10 @@ def _prepare(
         # museval's pad_or_truncate: zeros at the end, or cut to the reference length
         extra = ref.shape[-1] - est.shape[-1]
         est = F.pad(est, (0, extra)) if extra > 0 else est[..., : ref.shape[-1]]
-        est_mono = F.pad(est_mono, (0, extra)) if extra > 0 else est_mono[..., : ref.shape[-1]]
-    sounding = (ref_mono.ne(0), est_mono.ne(0))
+        est_sounding = (
+            F.pad(est_sounding, (0, extra)) if extra > 0 else est_sounding[..., : ref.shape[-1]]
+        )
+    sounding = (ref_sounding, est_sounding)
     for name, nonzero in zip(("references", "estimates"), sounding, strict=True):
         silent = ~nonzero.any(dim=-1)
         if bool(silent.any()):
@@ -509,12 +523,10 @@ def _decompose(
     # of the cross-spectra.
     weight = _parseval_weights(n_fft, ref.device)
     cross_spec = ref.new_zeros((nb_bins, 2 * nb_refs, nb_refs), dtype=torch.complex128)
-    cache: list[tuple[int, slice, torch.Tensor]] = []
-    for first, bins, z in _block_spectra(groups, block, nb_blocks, n_fft, weight.sqrt()):
-        conj_refs = z[:, :nb_refs].transpose(1, 2).conj().resolve_conj()
-        cross_spec[bins] += torch.bmm(z, conj_refs)
-        if keep and first < nb_frames:
-            cache.append((first, bins, z[:, :, : nb_frames - first]))
+    spectra = _BlockSpectra(groups, block, nb_blocks, n_fft, weight.sqrt(), keep=keep)
+    for _, bins, z in spectra.slices(nb_blocks):
+        # a conjugated view: BLAS conjugates on the fly, no copy
+        cross_spec[bins].baddbmm_(z, z[:, :nb_refs].mT.conj())
     cross_spec /= weight[:, None, None]
     corr = torch.fft.irfft(cross_spec.permute(1, 2, 0), n=n_fft)[..., :filters_len]
     del cross_spec
@@ -524,10 +536,9 @@ def _decompose(
     # pass 2: frame-wise decomposition
     if shared:
         frame_fft = n_fft
-        slices: Iterable[tuple[int, slice, torch.Tensor]] = (
-            cache if keep else _block_spectra(groups, block, nb_frames, n_fft, weight.sqrt())
-        )
+        slices: Iterable[tuple[int, slice, torch.Tensor]] = spectra.slices(nb_frames)
     else:
+        del spectra  # its buffers, before the frames' own
         frame_fft = _next_fast_len(window + filters_len - 1)
         frames = torch.stack([ref, est]).reshape(2 * nb_refs, -1).unfold(-1, window, hop)
         frame_weight = _parseval_weights(frame_fft, ref.device)
@@ -564,53 +575,109 @@ def _time_energies(
     return torch.cat(signal, dim=-1), torch.cat(error, dim=-1)
 
 
-def _block_spectra(
-    groups: list[torch.Tensor], block: int, nb_blocks: int, n_fft: int, scale: torch.Tensor
-) -> Iterator[tuple[int, slice, torch.Tensor]]:
-    """Spectra of the first ``nb_blocks`` ``block``-sample blocks of signals, like
-    :func:`_spectral_slices`.
+class _BlockSpectra:
+    """Spectra of the consecutive ``block``-sample blocks of signals, handed out like
+    :func:`_spectral_slices`, for the two passes of :func:`_decompose`.
 
-    Each chunk of blocks is cut and zero-padded to ``n_fft`` in one reused block-major buffer,
-    and transformed into another: an FFT of contiguous pre-padded rows costs about two thirds
-    of one that pads or gathers them itself, and reused buffers spare the page faults of
-    fresh memory (about a second per few gigabytes).
+    Blocks are cut and zero-padded to ``n_fft`` a few at a time in one small reused buffer
+    (an FFT of contiguous pre-padded rows costs about two thirds of one that pads or gathers
+    them itself) and transformed straight into ``store``: every block's spectra when ``keep``
+    (pass 2 then reads them again instead of transforming again), else one chunk's. The
+    frequency slices are copied bin-major into one reused buffer too: fresh memory costs a
+    page fault per 4 KiB, about 0.4 s per gigabyte, as much as the products themselves.
 
     Args:
         groups: ``(nb_group_signals, nb_samples)`` tensors, stacked in this order.
         block: block length, at most ``n_fft``.
-        nb_blocks: blocks to transform, at most ``ceil(nb_samples / block)``; samples beyond
-            the signals' end are zeros.
+        nb_blocks: blocks there are, ``ceil(nb_samples / block)``; samples beyond the
+            signals' end are zeros.
         n_fft: FFT size.
         scale: ``(nb_bins,)`` real factors applied to the bins.
-
-    Yields:
-        ``(first block of the chunk, frequency slice, (nb_bins_slice, nb_signals, nb_chunk))``
-        contiguous complex spectra, newly allocated.
+        keep: store every block's spectra (``nb_blocks × nb_signals × nb_bins`` complex).
     """
-    nb_signals = sum(signals.shape[0] for signals in groups)
-    nb_bins = n_fft // 2 + 1
-    step = min(nb_blocks, max(1, _CHUNK_BYTES // (nb_signals * nb_bins * 16)))
-    padded = groups[0].new_zeros((step, nb_signals, n_fft))
-    spectra = padded.new_empty((step, nb_signals, nb_bins), dtype=torch.complex128)
-    for first in range(0, nb_blocks, step):
-        count = min(step, nb_blocks - first)
-        chunk = padded[:count]
-        row = 0
-        for signals in groups:
-            rows = slice(row, row + signals.shape[0])
-            segment = signals[:, first * block : (first + count) * block]
-            full, rest = divmod(segment.shape[-1], block)
-            head = segment[:, : full * block].reshape(signals.shape[0], full, block)
-            chunk[:full, rows, :block] = head.transpose(0, 1)
-            if full < count:  # the signals end inside this block
-                chunk[full, rows, :rest] = segment[:, full * block :]
-                chunk[full, rows, rest:block] = 0.0
-            row += signals.shape[0]
-        spec = torch.fft.rfft(chunk, out=spectra[:count])
-        width = max(16, _SLICE_BYTES // (16 * count * nb_signals))
-        for start in range(0, nb_bins, width):
-            bins = slice(start, min(start + width, nb_bins))
-            yield first, bins, spec[:, :, bins].permute(2, 1, 0) * scale[bins, None, None]
+
+    def __init__(
+        self,
+        groups: list[torch.Tensor],
+        block: int,
+        nb_blocks: int,
+        n_fft: int,
+        scale: torch.Tensor,
+        *,
+        keep: bool,
+    ) -> None:
+        self.groups, self.block, self.scale = groups, block, scale
+        self.nb_signals = sum(signals.shape[0] for signals in groups)
+        nb_bins = n_fft // 2 + 1
+        per_block = self.nb_signals * nb_bins * 16
+        self.step = min(nb_blocks, max(1, _CHUNK_BYTES // per_block))
+        fft_step = min(self.step, max(1, _FFT_BYTES // (self.nb_signals * n_fft * 8)))
+        self.padded = groups[0].new_zeros((fft_step, self.nb_signals, n_fft))
+        self.keep = keep
+        self.store = self.padded.new_empty(
+            (nb_blocks if keep else self.step, self.nb_signals, nb_bins), dtype=torch.complex128
+        )
+        self.transformed = 0  # blocks of ``store`` holding their spectra, when ``keep``
+        self.width = max(16, _SLICE_BYTES // (16 * self.step * self.nb_signals))
+        self.slice_buffer = self.store.new_empty(self.width * self.nb_signals * self.step)
+
+    def slices(self, nb_blocks: int) -> Iterator[tuple[int, slice, torch.Tensor]]:
+        """Frequency slices of the first ``nb_blocks`` blocks' spectra.
+
+        Yields:
+            ``(first block of the chunk, frequency slice, (nb_bins_slice, nb_signals,
+            nb_chunk))`` contiguous complex spectra, scaled; a view of a buffer the next
+            slice overwrites.
+        """
+        nb_bins = self.store.shape[-1]
+        for first in range(0, nb_blocks, self.step):
+            count = min(self.step, nb_blocks - first)
+            if self.keep:
+                spectra = self.store[first : first + count]
+                if first + count > self.transformed:
+                    self._transform(first, spectra)
+                    self.transformed = first + count
+            else:
+                spectra = self.store[:count]
+                self._transform(first, spectra)
+            for start in range(0, nb_bins, self.width):
+                bins = slice(start, min(start + self.width, nb_bins))
+                size = (bins.stop - start) * self.nb_signals * count
+                out = self.slice_buffer[:size].view(bins.stop - start, self.nb_signals, count)
+                yield first, bins, _bin_major(spectra[:, :, bins], self.scale[bins], out)
+
+    def _transform(self, first: int, out: torch.Tensor) -> None:
+        """``out[i]``: spectra of block ``first + i``, a few blocks at a time."""
+        block = self.block
+        for offset in range(0, out.shape[0], self.padded.shape[0]):
+            count = min(self.padded.shape[0], out.shape[0] - offset)
+            start = first + offset
+            chunk = self.padded[:count]
+            row = 0
+            for signals in self.groups:
+                rows = slice(row, row + signals.shape[0])
+                segment = signals[:, start * block : (start + count) * block]
+                full, rest = divmod(segment.shape[-1], block)
+                head = segment[:, : full * block].reshape(signals.shape[0], full, block)
+                chunk[:full, rows, :block] = head.transpose(0, 1)
+                if full < count:  # the signals end inside this block
+                    chunk[full, rows, :rest] = segment[:, full * block :]
+                    chunk[full, rows, rest:block] = 0.0
+                row += signals.shape[0]
+            _rfft_into(chunk, out[offset : offset + count])
+
+
+def _rfft_into(x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = rfft(x)`` along the last axis; both contiguous.
+
+    On the CPU numpy's pocketfft does it, in 0.4 to 0.7 of the time of torch's (MKL, one
+    thread) at these sizes (45000 points, float64): the largest single cost of
+    :func:`bss_eval_v4`. Elsewhere, torch's.
+    """
+    if x.device.type == "cpu":
+        np.fft.rfft(x.numpy(), axis=-1, out=out.numpy())
+    else:
+        torch.fft.rfft(x, out=out)
 
 
 def _spectral_slices(
@@ -639,8 +706,25 @@ def _spectral_slices(
         width = max(16, _SLICE_BYTES // (16 * columns))
         for start in range(0, nb_bins, width):
             bins = slice(start, min(start + width, nb_bins))
-            z = spec[:, :, bins].permute(2, 0, 1)
-            yield first, bins, z.contiguous() if scale is None else z * scale[bins, None, None]
+            part = spec[:, :, bins].transpose(0, 1)
+            yield first, bins, _bin_major(part, None if scale is None else scale[bins])
+
+
+def _bin_major(
+    spec: torch.Tensor, scale: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(nb_bins_slice, nb_signals, nb_chunk)`` contiguous copy of ``(nb_chunk, nb_signals,
+    nb_bins_slice)`` spectra, scaled bin by bin.
+
+    Contiguous, not merely permuted: an elementwise product of a permuted view keeps the
+    view's memory order, and every batched product over frequency would then copy it again.
+    """
+    if out is None:
+        out = spec.new_empty((spec.shape[2], spec.shape[1], spec.shape[0]))
+    view = spec.permute(2, 1, 0)
+    if scale is None:
+        return out.copy_(view)
+    return torch.mul(view, scale[:, None, None], out=out)
 
 
 def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: int) -> torch.Tensor:
