@@ -141,7 +141,12 @@ def main() -> None:
     }
     previous = RESULTS / "training.json"
     if previous.is_file():
-        kept = json.loads(previous.read_text()).get("presets", {})
+        earlier = json.loads(previous.read_text())
+        kept = earlier.get("presets", {})
+        for row in kept.values():  # rows written before rows carried their own date and load
+            row.setdefault("date", earlier.get("date"))
+            loads = earlier.get("load_average_before", [None]), earlier.get("load_average_after")
+            row.setdefault("load_average", [loads[0][0], (loads[1] or [None])[0]])
         document["presets"] = {**{k: v for k, v in kept.items() if k in PRESETS}, **results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(document, indent=2))
