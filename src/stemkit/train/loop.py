@@ -12,9 +12,10 @@ One run lives in one folder::
     tensorboard/         the same scalars, only when TensorBoard is installed
 
 Re-running the same command in the same folder resumes from ``last.pt``. Every random draw of
-an epoch derives from (seed, epoch) — the excerpts through ``MusdbHQ.set_epoch``, the batch
-order and dropout through seeds set at the start of the epoch — so a run interrupted at any
-moment and resumed ends with the same weights as one that was never interrupted (on CPU).
+an epoch derives from (seed, epoch) — the excerpts through the dataset's ``set_epoch``, the
+batch order, the batch augmentation and dropout through seeds set at the start of the epoch —
+so a run interrupted at any moment and resumed ends with the same weights as one that was
+never interrupted (on CPU).
 
 All targets of a ``Separator`` train together; their cores share no parameters, so each core
 sees exactly the gradient of its own loss term, as with upstream's one-run-per-target recipe.
