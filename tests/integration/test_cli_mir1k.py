@@ -50,3 +50,21 @@ def test_a_model_without_the_protocol_sources_is_refused(
     assert code != 0
     assert "accompaniment" in capsys.readouterr().err
     assert not (out / "mir1k_scores.json").exists()
+
+
+def test_data_mir1k_writes_the_layout_once_and_leaves_nothing_on_failure(
+    hq_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stemkit.data.factory import detect_format
+
+    out = tmp_path / "MIR-1K"
+    assert main(["data", "mir1k", str(hq_tree), str(out), "--clip-seconds", "1"]) == 0
+    assert detect_format(out) == "mir1k"
+    assert len(list((out / "Wavfile").glob("*.wav"))) > 0
+    # an existing folder is never overwritten
+    assert main(["data", "mir1k", str(hq_tree), str(out)]) != 0
+    assert "already exists" in capsys.readouterr().err
+    # a failure (a singer name with '_') leaves neither the folder nor its partial twin
+    bad = tmp_path / "bad"
+    assert main(["data", "mir1k", str(hq_tree), str(bad), "--singers", "a_b"]) != 0
+    assert not bad.exists() and not (tmp_path / "bad.partial").exists()

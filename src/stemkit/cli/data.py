@@ -95,7 +95,60 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mir1k(verbs: Any) -> None:
+    parser = verbs.add_parser(
+        "mir1k",
+        help="turn a MUSDB18-HQ-layout folder into a MIR-1K-layout one (voice vs accompaniment)",
+        description=(
+            "Write OUT/Wavfile/<singer>_<song>_<clip>.wav clips (16 kHz, left = accompaniment, "
+            "right = voice, as MIR-1K) and OUT/UndividedWavfile/ from the songs of SRC (e.g. "
+            "the generator's output), so that SH-Net and the MIR-1K protocol run offline. Songs "
+            "go to the singers in turn; the first two singers are MIR-1K's training singers "
+            "(abjones, amy). Stretches without singing are skipped."
+        ),
+    )
+    parser.add_argument("src", type=Path, metavar="SRC", help="MUSDB18-HQ-layout folder")
+    parser.add_argument("out", type=Path, metavar="OUT", help="MIR-1K folder to write")
+    parser.add_argument(
+        "--clip-seconds", type=float, default=8.0, metavar="S", help="clip length (default 8)"
+    )
+    parser.add_argument(
+        "--singers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="singer names given in turn (default: abjones amy and three test singers)",
+    )
+
+
+def _run_mir1k(args: argparse.Namespace) -> int:
+    import shutil
+
+    from stemkit.data.mir1k import GENERATED_SINGERS, write_mir1k_from_musdb
+    from stemkit.errors import DatasetError
+
+    if args.out.exists():
+        raise DatasetError(f"{args.out}: already exists; choose a new folder or delete it")
+    # Written aside and renamed when complete: a failure leaves no folder that looks finished.
+    partial = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        clips = write_mir1k_from_musdb(
+            args.src,
+            partial,
+            clip_seconds=args.clip_seconds,
+            singers=tuple(args.singers) if args.singers else GENERATED_SINGERS,
+        )
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(args.out)
+    print(f"{args.out}: {len(clips)} clips", file=sys.stderr)
+    return 0
+
+
 #: ``verb -> (add_parser, run)``.
 VERBS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "synth": (_add_synth, _run_synth),
+    "mir1k": (_add_mir1k, _run_mir1k),
 }
