@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_stem_mp4 import write_stem_mp4
 
+from conftest import RATE, SOURCES, write_hq_track
 from stemkit.data.factory import FORMATS, detect_format, full_tracks, training_dataset
 from stemkit.data.musdb import MusdbHQ
 from stemkit.data.sad import SadDataset
@@ -56,9 +61,67 @@ def test_bad_sad_settings_name_the_key(hq_tree: Path) -> None:
     config.sad.quantile = 2.0
     with pytest.raises(StemkitError, match=r"data\.sad: SAD quantile"):
         training_dataset(config, seed=0)
-    config = _config(hq_tree, sampler="sad", format="musdb_stems")
-    with pytest.raises(StemkitError, match=r"data\.sampler=sad reads the WAV layout only"):
+    config = _config(hq_tree, sampler="sad", format="mir1k")
+    with pytest.raises(StemkitError, match=r"data\.sampler=sad reads the MUSDB18\(-HQ\) layouts"):
         training_dataset(config, seed=0)
+
+
+def _gated_noise(seconds: float, silent: list[tuple[float, float]], seed: int) -> np.ndarray:
+    """Stereo noise ``(2, time)`` below about 4 kHz at 0.05 RMS, zero in the ``silent`` spans.
+
+    Low-passed, so that AAC at 160 kbit/s codes it closely (white noise loses its top band).
+    """
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal((2, int(seconds * RATE) + 9))
+    smooth = np.stack([np.convolve(channel, np.ones(10) / 10, mode="valid") for channel in white])
+    noise = 0.05 * smooth / smooth.std()
+    for start, stop in silent:
+        noise[:, int(start * RATE) : int(stop * RATE)] = 0.0
+    return noise.astype(np.float32)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_sad_sampler_on_stem_mp4_matches_the_wav_layout(tmp_path: Path) -> None:
+    # Silences start and end a quarter into a 1 s window (hop 0.5 s): every window is fully
+    # active, fully silent, or 25 % / 75 % active, far from the 50 % rule, so AAC coding noise
+    # around the edges cannot flip a decision.
+    spans = [
+        {"vocals": [(1.25, 2.75)], "drums": [(0.0, 0.75)], "bass": [(2.25, 4.0)]},
+        {"vocals": [(0.0, 1.75)], "other": [(1.25, 4.0)]},
+        {"drums": [(0.75, 3.25)], "bass": [(0.0, 4.0)]},
+    ]
+    wav_root, stems_root = tmp_path / "hq", tmp_path / "mp4"
+    jobs = []
+    for i, silent in enumerate(spans):
+        stems = np.stack(
+            [
+                _gated_noise(4.0, silent.get(source, []), 10 * i + j)
+                for j, source in enumerate(SOURCES)
+            ]
+        )
+        write_hq_track(wav_root / "train" / f"Toy - {i}", stems)
+        path = stems_root / "train" / f"Toy - {i}.stem.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        jobs.append((path, stems))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda job: write_stem_mp4(*job), jobs))
+
+    wav = training_dataset(_config(wav_root, sampler="sad"), seed=3)
+    mp4 = training_dataset(_config(stems_root, sampler="sad", format="musdb_stems"), seed=3)
+    assert isinstance(wav, SadDataset) and isinstance(mp4, SadDataset)
+    assert [t.name for t in mp4.index.tracks] == [t.name for t in wav.index.tracks]
+    assert mp4.index.windows == wav.index.windows
+    assert mp4.fingerprint() == wav.fingerprint()
+    # the signals exercise both decisions: 7 windows per track, some dropped, some kept
+    counts = wav.index.counts()
+    assert 0 < min(counts.values()) and max(counts.values()) < 7 * 2
+    assert counts != {source: 7 * 2 for source in SOURCES}
+    # same draws, so the same crops; the audio differs by the AAC coding error only
+    for item in range(len(wav)):
+        (expected, name), (got, mp4_name) = wav[item], mp4[item]
+        assert mp4_name == name and got.shape == expected.shape
+        error = (got - expected).pow(2).sum() / expected.pow(2).sum().clamp_min(1e-12)
+        assert error < 0.1, f"item {item}: {name}"
 
 
 def test_missing_or_mismatched_root(hq_tree: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ as at 44.1 kHz and the tests stay fast.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +14,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_stem_mp4 import write_stem_mp4
 
+from conftest import toy_stems
 from stemkit.data.musdb import list_tracks
 from stemkit.data.sad import (
     SadDataset,
     SadIndex,
     SadParams,
+    _scan_windows,
     active_windows,
     build_sad_index,
     load_or_build_sad_index,
     window_is_active,
 )
+from stemkit.data.stems_mp4 import list_stem_tracks
 from stemkit.errors import DatasetError
 
 RATE = 1000
@@ -172,6 +177,35 @@ def test_index_json_round_trip_and_fingerprint(
     assert rebuilt.params == other and rebuilt.fingerprint != index.fingerprint
     assert SadIndex.load(path, tracks).params == other
     assert load_or_build_sad_index(path, tracks, SOURCES, other).windows == rebuilt.windows
+
+
+def test_index_does_not_depend_on_the_read_block(
+    tree: tuple[Path, dict[str, dict[str, np.ndarray]]],
+) -> None:
+    root, _ = tree
+    tracks = list_tracks(root, "train", SOURCES)
+    expected = build_sad_index(tracks, SOURCES).windows
+    # 3 windows per 13 s track; 0 s and 7 s: one window per read; 9 s: reads of 1, 2 windows
+    for block_seconds in (0.0, 7.0, 9.0, 1000.0):
+        assert build_sad_index(tracks, SOURCES, block_seconds=block_seconds).windows == expected
+    longer = build_sad_index(tracks, SOURCES, SadParams(window=20.0, hop=10.0))
+    assert longer.counts() == {source: 0 for source in SOURCES}, "no full window in 13 s"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_stem_mp4_blocks_cut_the_same_windows_as_single_reads(tmp_path: Path) -> None:
+    path = tmp_path / "train" / "Toy.stem.mp4"
+    path.parent.mkdir(parents=True)
+    write_stem_mp4(path, toy_stems(4.0, seed=3))
+    (track,) = list_stem_tracks(tmp_path, "train")
+    win, step = SadParams(window=1.0, hop=0.5).frames(track.sample_rate)
+    single = list(_scan_windows(track, "drums", win, step, block_seconds=0.0))
+    blocks = list(_scan_windows(track, "drums", win, step, block_seconds=2.6))  # 3, 4 windows
+    assert [start for start, _ in single] == [start for start, _ in blocks]
+    assert [start for start, _ in single] == list(range(0, 3 * track.sample_rate + 1, step))
+    for (_, one), (_, cut) in zip(single, blocks, strict=True):
+        assert one.shape == (2, win)
+        np.testing.assert_array_equal(one, cut)
 
 
 # ---------------------------------------------------------------- dataset

@@ -40,7 +40,7 @@ FORMATS = {
 #: How training excerpts are drawn (``data.sampler``).
 SAMPLERS = {
     "uniform": "uniform excerpts, random mixing, gain and channel swap (Open-Unmix)",
-    "sad": "excerpts from the active windows of each source (BSRNN, data.sad.*; musdb_hq only)",
+    "sad": "excerpts from the active windows of each source (BSRNN, data.sad.*; MUSDB layouts)",
 }
 
 
@@ -143,10 +143,10 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
     if data.sampler not in SAMPLERS:
         raise StemkitError(f"data.sampler={data.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if data.sampler == "sad":
-        if data.format != "musdb_hq":
+        if data.format not in ("musdb_hq", "musdb_stems"):
             raise StemkitError(
-                f"data.sampler=sad reads the WAV layout only, not data.format={data.format}; "
-                "convert the data set to MUSDB18-HQ (musdbconvert) or set data.sampler=uniform"
+                f"data.sampler=sad reads the MUSDB18(-HQ) layouts, not data.format={data.format}; "
+                "set data.sampler=uniform"
             )
         _check_root(data)
         return _sad_dataset(data, seed)
@@ -196,7 +196,8 @@ def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
         raise StemkitError(f"data.sad: {err}") from err
     if sad.items is not None and sad.items < 1:
         raise StemkitError(f"data.sad.items={sad.items}: must be at least 1, or null")
-    tracks = load_split(data.root, "train", data.sources, data.valid_fraction)
+    lister = _dataset_class(data).list_tracks
+    tracks = load_split(data.root, "train", data.sources, data.valid_fraction, lister=lister)
     if sad.index is None:
         index = build_sad_index(tracks, data.sources, params, progress=True)
     else:

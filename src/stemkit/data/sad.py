@@ -13,9 +13,11 @@ is kept as long as its chunks rise above ``floor``; and since the comparison is 
 window whose chunks all have exactly the same RMS (a synthetic constant signal) is dropped.
 Only full windows are considered: the tail of a track shorter than a window is never used.
 
-The kept windows of every source form a :class:`SadIndex`, built once by streaming the files
-window by window (:func:`build_sad_index`) and cached as JSON with a fingerprint of the tracks
-and settings (:meth:`SadIndex.save`, :meth:`SadIndex.load`, :func:`load_or_build_sad_index`).
+The kept windows of every source form a :class:`SadIndex`, built once by reading each source in
+blocks of whole windows through ``Track.read`` (:func:`build_sad_index`), so that the WAV layout
+(MUSDB18-HQ) and the ``.stem.mp4`` one (MUSDB18) are scanned alike, and cached as JSON with a
+fingerprint of the tracks and settings (:meth:`SadIndex.save`, :meth:`SadIndex.load`,
+:func:`load_or_build_sad_index`).
 :class:`SadDataset` then draws, for every source independently, a kept window, a random crop in
 it, a gain uniform in ±10 dB and a silencing with probability 0.1.
 """
@@ -28,19 +30,19 @@ import operator
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stemkit import MUSDB_SOURCES
-from stemkit.data.musdb import Track, load_split
+from stemkit.data.musdb import Track, TrackLister, load_split
 from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
@@ -49,6 +51,11 @@ ZERO_RMS = 1e-5
 
 #: Below this peak an item is left unnormalised (all sources silenced or silent).
 NORMALIZE_MIN_PEAK = 1e-6
+
+#: Seconds of a source read at a time while building the index: long enough that a compressed
+#: track (one ffmpeg process per read) is not decoded window by window, short enough to keep
+#: memory small (60 s of stereo float32 at 44.1 kHz is 21 MB).
+SCAN_BLOCK = 60.0
 
 _FORMAT = "stemkit-sad-index"
 _VERSION = 1
@@ -174,20 +181,28 @@ def active_windows(
     ]
 
 
-def _stream_windows(path: Path, win: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, (nb_channels, win))`` for every full window of a file, one window in memory."""
-    try:
-        blocks = sf.blocks(
-            str(path), blocksize=win, overlap=win - step, dtype="float32", always_2d=True
-        )
-        for number, block in enumerate(blocks):
-            if block.shape[0] < win:
-                return
-            yield number * step, block.T
-    except (RuntimeError, OSError) as err:
-        raise DatasetError(
-            f"{path}: cannot read audio for source activity detection ({err})"
-        ) from err
+def _scan_windows(
+    track: Track, source: str, win: int, step: int, block_seconds: float = SCAN_BLOCK
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, (nb_channels, win))`` for every full window of one source of ``track``.
+
+    The windows are cut from blocks of about ``block_seconds`` read with :meth:`Track.read`, so
+    that a compressed track costs one decoder call per block rather than per window, and memory
+    stays at one block. Consecutive blocks overlap by ``win - step`` frames (read twice).
+    """
+    nb_windows = len(_window_starts(track.nb_frames, win, step))
+    per_block = max(1, (round(block_seconds * track.sample_rate) - win) // step + 1)
+    if nb_windows == 0:
+        return
+    nb_blocks = -(-nb_windows // per_block)
+    # Blocks of nearly equal size: a last block of one window would cost a whole decoder call.
+    bounds = [nb_windows * b // nb_blocks for b in range(nb_blocks + 1)]
+    for first, stop in pairwise(bounds):
+        count = stop - first
+        offset = first * step
+        block = track.read(source, offset, (count - 1) * step + win)
+        for k in range(count):
+            yield offset + k * step, block[:, k * step : k * step + win]
 
 
 def sad_fingerprint(tracks: Sequence[Track], sources: Sequence[str], params: SadParams) -> str:
@@ -302,18 +317,23 @@ def build_sad_index(
     sources: Sequence[str] = MUSDB_SOURCES,
     params: SadParams | None = None,
     progress: bool = False,
+    block_seconds: float = SCAN_BLOCK,
 ) -> SadIndex:
-    """Scan the source files of ``tracks`` and keep their active windows.
+    """Scan the sources of ``tracks`` and keep their active windows.
 
-    Each file is streamed one window at a time, so memory stays at one window whatever the
-    number and length of the tracks.
+    Each source is read through :meth:`~stemkit.data.musdb.Track.read` in blocks of about
+    ``block_seconds`` (whole windows), so memory stays at one block whatever the number and
+    length of the tracks, and a ``.stem.mp4`` track costs one ffmpeg call per block. The result
+    does not depend on ``block_seconds``.
 
     Args:
-        tracks: tracks from :func:`~stemkit.data.musdb.list_tracks` or ``load_split``; each
-            needs ``<source>.wav`` for every source.
+        tracks: tracks from :func:`~stemkit.data.musdb.list_tracks`,
+            :func:`~stemkit.data.stems_mp4.list_stem_tracks` or ``load_split``; each must hold
+            every source.
         sources: the sources to scan.
         params: detector settings; the recipe's by default.
-        progress: show a progress bar over the files.
+        progress: show a progress bar over the (track, source) pairs.
+        block_seconds: seconds read at a time; at least one window is always read.
 
     Returns:
         The index; see :class:`SadIndex`.
@@ -327,8 +347,8 @@ def build_sad_index(
     for source, i in tqdm(jobs, desc="source activity", disable=not progress):
         track = tracks[i]
         win, step = params.frames(track.sample_rate)
-        for start, block in _stream_windows(track.path(source), win, step):
-            if window_is_active(block, params):
+        for start, window in _scan_windows(track, source, win, step, block_seconds):
+            if window_is_active(window, params):
                 windows[source].append((i, start, start + win))
     return SadIndex(tuple(tracks), tuple(sources), params, windows)
 
@@ -453,9 +473,10 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         valid_fraction: float = 0.15,
         split_seed: int = 42,
         progress: bool = False,
+        lister: TrackLister | None = None,
         **options: Any,
     ) -> SadDataset:
-        """A dataset over ``split`` of a MUSDB18-HQ-layout folder.
+        """A dataset over ``split`` of a MUSDB18-HQ-layout (or, with ``lister``, other) folder.
 
         Args:
             root: the dataset root.
@@ -467,9 +488,11 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             valid_fraction: see :func:`~stemkit.data.musdb.split_tracks`.
             split_seed: see :func:`~stemkit.data.musdb.split_tracks`.
             progress: show a progress bar while building the index.
+            lister: lists the tracks of a subset; :func:`~stemkit.data.musdb.list_tracks` (WAV)
+                by default, ``MusdbStems.list_tracks`` for a MUSDB18 ``.stem.mp4`` folder.
             **options: the other arguments of :class:`SadDataset`.
         """
-        tracks = load_split(root, split, sources, valid_fraction, split_seed)
+        tracks = load_split(root, split, sources, valid_fraction, split_seed, lister)
         if index_path is None:
             index = build_sad_index(tracks, sources, params, progress)
         else:
@@ -499,7 +522,7 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             room = end - start - self.segment_frames
             offset = int(torch.randint(room + 1, (1,), generator=generator))
             track = self.index.tracks[track_position]
-            stems[row] = _read(track, source, start + offset, self.segment_frames)
+            stems[row] = track.read(source, start + offset, self.segment_frames)
             names.append(f"{source}={track.name}@{start + offset}")
         out = torch.from_numpy(stems)
         # Both draws are made whatever the settings, so that an item's crops and gains stay the
@@ -521,18 +544,3 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             f"SadDataset(tracks={len(self.index.tracks)}, sources={self.sources}, "
             f"windows={self.index.counts()}, {self.segment_frames} frames x {self.nb_items})"
         )
-
-
-def _read(track: Track, source: str, start: int, frames: int) -> np.ndarray:
-    """``frames`` frames of ``source`` from ``start``, by seeking: ``(nb_channels, frames)``."""
-    path = track.path(source)
-    try:
-        data, _ = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as err:
-        raise DatasetError(f"{path}: cannot read audio ({err})") from err
-    if data.shape[0] != frames:
-        raise DatasetError(
-            f"{path}: expected {frames} frames from frame {start} but the file gave "
-            f"{data.shape[0]}; it changed since the SAD index was built (rebuild it)"
-        )
-    return data.T

@@ -44,7 +44,7 @@ class DataConfig:
 
     ``sampler`` is ``"uniform"`` (Open-Unmix: uniform excerpts, ``random_mix``, ``gain`` and
     ``channel_swap`` apply) or ``"sad"`` (BSRNN: excerpts from the active windows of each source,
-    with the gains and silencing of ``sad``; needs ``format: musdb_hq``).
+    with the gains and silencing of ``sad``; MUSDB layouts: ``musdb_hq`` or ``musdb_stems``).
     """
 
     root: str = "data/synth"
