@@ -16,13 +16,22 @@ Rows without an upstream to compare with (random weights, ours only, same measur
   noise; slow on CPU, so its default duration is short (5 s);
 * ``bsrnn`` / ``bsrnn-large``: BSRNN vocals with N=64/R=8 and N=128/R=12, applied with
   chunked inference (:func:`stemkit.inference.separate`, 10 s segments, overlap 0.1) as the
-  replication's inference does.
+  replication's inference does;
+* ``convtasnet``: Conv-TasNet at the music paper's size (X=10, 4 sources), chunked in
+  segments of 640,000 samples (the reference's evaluation chunk, about 14.5 s), overlap 0.1;
+* ``demucs-c64`` / ``demucs-c100``: Demucs v1 with C1=64 and at paper size (C1=100, 648.5 M
+  parameters, 2.6 GB of fp32 weights), chunked in 10 s segments (the recipe's training
+  window), overlap 0.1.
+
+Every chunked row's default duration is exactly two segments overlapping by 0.1 of a
+segment, so the cost of the cross-fade is in the timing, as on long songs, while the memory
+stays that of one segment whatever the song's length.
 
 Results are merged into ``bench/results/separation.json`` (rows not run this time are kept)
 and ``bench/results/separation.md`` is rewritten from the merged result.
 
 Usage:
-    python bench/separation.py [--only umx,xumx,shnet,bsrnn,bsrnn-large] [--duration S]
+    python bench/separation.py [--only umx,xumx,shnet,bsrnn,...] [--duration S]
         [--niter 0 1] [--repeats N] [--threads T]
 """
 
@@ -69,6 +78,8 @@ class Row:
 
 
 OVERLAP = 0.1
+# The reference evaluates Conv-TasNet in chunks of 640,000 samples (about 14.5 s at 44.1 kHz).
+TASNET_SEGMENT_S = 640_000 / RATE
 ROWS: dict[str, Row] = {
     "xumx": Row(
         "xumx", {}, RATE, 2, 30.0, 3, None, True, "X-UMX, 4 targets, hidden 512, whole signal"
@@ -105,6 +116,39 @@ ROWS: dict[str, Row] = {
         10.0,
         False,
         "BSRNN vocals N=128 R=12, chunked 10 s / overlap 0.1",
+    ),
+    "convtasnet": Row(
+        "convtasnet",
+        {},
+        RATE,
+        2,
+        TASNET_SEGMENT_S * (2 - OVERLAP),
+        1,
+        TASNET_SEGMENT_S,
+        False,
+        "Conv-TasNet N=256 L=20 B=256 H=512 P=3 X=10 R=4, chunked 640,000 samples / overlap 0.1",
+    ),
+    "demucs-c64": Row(
+        "demucs",
+        {"channels": 64},
+        RATE,
+        2,
+        19.0,
+        1,
+        10.0,
+        False,
+        "Demucs v1 C1=64, depth 6, 2-layer BLSTM, chunked 10 s / overlap 0.1",
+    ),
+    "demucs-c100": Row(
+        "demucs",
+        {"channels": 100},
+        RATE,
+        2,
+        19.0,
+        1,
+        10.0,
+        False,
+        "Demucs v1 C1=100 (paper size), depth 6, 2-layer BLSTM, chunked 10 s / overlap 0.1",
     ),
 }
 CHOICES = ("umx", *ROWS)
@@ -492,29 +536,32 @@ def _markdown_models(result: dict[str, Any]) -> list[str]:
         "channel count (SH-Net: 8 kHz mono, generated at that rate). Real-time factor = wall "
         "time / audio duration, best of the timed runs after a warm-up of one model call on "
         "1 s; peak RSS in a fresh process per row (`VmHWM` reset after loading and warm-up); "
-        "'separation' = peak minus the RSS after loading the model and audio. BSRNN rows go "
-        "through `stemkit.inference.separate` (10 s segments, overlap 0.1), the others take "
-        "the whole signal at once (the BSRNN default of 19 s is exactly two chunks, so the "
-        "chunking adds 1 s of computation, as on long songs). SH-Net is slow on CPU, so it runs "
-        "on a short signal.",
+        "'separation' = peak minus the RSS after loading the model and audio. Rows with a "
+        "segment go through `stemkit.inference.separate` (BSRNN and Demucs: 10 s; Conv-TasNet: "
+        "640,000 samples ≈ 14.5 s, the reference's evaluation chunk; overlap 0.1 of a "
+        "segment), the others take the whole signal at once. Each chunked row's audio is "
+        "exactly two overlapping segments, so the overlap's extra computation is in the timing, "
+        "as on long songs, and memory stays that of one segment. SH-Net is slow on CPU, so it "
+        "runs on a short signal.",
         "",
         f"Machine: {machine['cpu']}, {machine['logical_cores']} logical cores (shared with "
         f"other jobs: see the load average per row), {machine['memory_gib']} GiB, "
         f"torch {machine['torch']}, device {machine['device']}.",
         "",
-        "| model | params (M) | niter | audio | threads | RTF best | RTF median | peak RSS (MiB) "
-        "| separation (MiB) | load avg before → after (1 min) | date |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | params (M) | niter | audio | segment | threads | RTF best | RTF median "
+        "| peak RSS (MiB) | separation (MiB) | load avg before → after (1 min) | date |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["model_rows"]:
         niter = "-" if row["niter"] is None else row["niter"]
         before, after = row["load_average_before_after"]
         audio = (
-            f"{row['duration_s']:g} s, {row['rate'] / 1000:g} kHz, "
+            f"{row['duration_s']:.4g} s, {row['rate'] / 1000:g} kHz, "
             f"{'stereo' if row['channels'] == 2 else 'mono'}"
         )
+        segment = "whole" if row["segment_s"] is None else f"{row['segment_s']:.4g} s"
         lines.append(
-            f"| {row['model']} | {row['parameters'] / 1e6:.1f} | {niter} | {audio} "
+            f"| {row['model']} | {row['parameters'] / 1e6:.1f} | {niter} | {audio} | {segment} "
             f"| {row['threads']} | {row['rtf_best']:.3f} | {row['rtf_median']:.3f} "
             f"| {row['peak_rss_mib']:.0f} | {row['separation_rss_mib']:.0f} "
             f"| {before[0]:.2f} → {after[0]:.2f} | {row['date']} |"
@@ -580,7 +627,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds of audio for every selected row (default: per row: umx/xumx 30, "
-        "shnet 5, bsrnn and bsrnn-large 19: two 10 s chunks overlapping by 1 s)",
+        "shnet 5, chunked rows two segments overlapping by 0.1 segment: 19 for bsrnn, "
+        "bsrnn-large and demucs-*, 27.57 for convtasnet)",
     )
     parser.add_argument(
         "--niter", type=int, nargs="+", default=[0, 1], help="Wiener EM steps (umx, xumx)"
