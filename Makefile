@@ -33,9 +33,14 @@ test: lint
 	# One torch thread per worker: two workers with two threads each on two cores thrash.
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 tests
 
+# Every benchmark against its reference, one after the other (about half an hour on 2 cores);
+# each writes bench/results/<name>.md and .json.
 bench: $(STAMP)
 	$(BIN)/python bench/separation.py
 	$(BIN)/python bench/streaming.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/training.py
+	$(BIN)/python bench/long_song.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
