@@ -165,6 +165,11 @@ def test_cli_compare_two_methods_and_a_museval_folder(
     assert f"{summary['cSDR']:.2f}" in vocals and "–" in vocals  # museval files lack uSDR
     assert "mixture cSDR" in (out / "comparison.md").read_text()
     assert (out / "comparison.png").stat().st_size > 1000
+    # NAME=DIR labels a column; plain folders keep their recorded method
+    labelled = ["evaluate", "--compare", f"oracle={irm2_dir}", str(mixture_dir)]
+    assert main(labelled) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert "oracle cSDR" in header and "mixture cSDR" in header and "irm2" not in header
 
 
 def test_cli_full_metrics(

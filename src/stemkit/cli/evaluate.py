@@ -45,10 +45,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--compare",
         nargs="+",
-        type=Path,
-        metavar="DIR",
+        metavar="[NAME=]DIR",
         default=None,
-        help="compare the scores already in these folders (no separation)",
+        help="compare the scores already in these folders (no separation); NAME= labels a "
+        "folder's column (default: the method recorded in it)",
     )
     parser.set_defaults(func=run)
 
@@ -128,15 +128,27 @@ def _mir1k(args: argparse.Namespace, model: Any) -> int:
     return 0
 
 
+def _labelled(value: str) -> tuple[str | None, Path]:
+    """``"NAME=DIR"`` -> (NAME, DIR); a plain ``"DIR"`` (or one whose prefix holds a path
+    separator) -> (None, DIR)."""
+    name, sep, folder = value.partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(folder)
+    return None, Path(value)
+
+
 def _compare(args: argparse.Namespace) -> int:
     from stemkit.metrics.report import comparison_table, load_report, write_comparison
 
-    reports = [load_report(folder, args.subset) for folder in args.compare]
+    labels, folders = zip(*(_labelled(value) for value in args.compare), strict=True)
+    reports = [load_report(folder, args.subset) for folder in folders]
+    for label, report in zip(labels, reports, strict=True):
+        report.method = label or report.method
     names = [r.method for r in reports]
-    for i, report in enumerate(reports):
+    for folder, report in zip(folders, reports, strict=True):
         # two folders of one method (e.g. two checkpoints' runs) must stay apart in the table
         if names.count(report.method) > 1:
-            report.method = f"{report.method} ({args.compare[i]})"
+            report.method = f"{report.method} ({folder})"
     print(comparison_table(reports))
     if args.out is not None:
         markdown, picture = write_comparison(reports, args.out)
