@@ -112,3 +112,34 @@ def test_a_training_run_fills_the_ledger_and_history(hq_tree: Path, tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".csv") == [
         "history.csv"
     ]
+
+
+def test_the_estimate_uses_the_configured_machine_and_constants(
+    hq_tree: Path, tmp_path: Path
+) -> None:
+    from stemkit.train.checkpoint import load_checkpoint
+    from stemkit.train.config import resolve_config
+    from stemkit.train.loop import train
+
+    overrides = [f"data.root={hq_tree}", f"run_dir={tmp_path / 'run'}", "optim.epochs=1"]
+    overrides += ["model.kwargs.hidden_size=8", "model.kwargs.n_fft=256", "model.kwargs.n_hop=64"]
+    overrides += ["data.segment=0.5", "data.samples_per_track=1", "optim.batch_size=4"]
+    overrides += ["ledger.codecarbon=false", "ledger.cores=3", "ledger.memory_gb=10"]
+    overrides += ["ledger.watts_per_core=5", "ledger.core_usage=0.5", "ledger.pue=2.0"]
+    overrides += ["ledger.watts_per_gb_memory=0.5", "ledger.carbon_g_per_kwh=100"]
+    train(resolve_config(None, overrides), progress=False)
+    row = load_checkpoint(tmp_path / "run" / "last.pt")["ledger"]["epochs"][0]
+    # (3 cores x 5 W x 0.5 + 10 GB x 0.5 W/GB) x PUE 2 = 25 W
+    assert row["energy_kwh"] == pytest.approx(row["seconds"] / 3600 * 25.0 / 1000, rel=1e-9)
+    assert row["carbon_g"] == pytest.approx(row["energy_kwh"] * 100, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "override", ["ledger.cores=0", "ledger.pue=0.5", "ledger.watts_per_core=-1"]
+)
+def test_bad_ledger_constants_name_the_key(override: str) -> None:
+    from stemkit.errors import StemkitError
+    from stemkit.train.config import resolve_config
+
+    with pytest.raises(StemkitError, match=override.split("=")[0].replace(".", r"\.")):
+        resolve_config(None, [override])

@@ -121,7 +121,7 @@ class OptimConfig:
 
 @dataclass
 class LedgerConfig:
-    """How a run's energy is measured, beside the Green Algorithms estimate it always gets.
+    """How a run's energy is measured: the Green Algorithms estimate always, CodeCarbon too.
 
     ``codecarbon`` turns on CodeCarbon's offline tracker (it never touches the network; it
     measures the machine of the first process); ``country_iso_code`` picks the grid carbon
@@ -130,6 +130,16 @@ class LedgerConfig:
 
     codecarbon: bool = True
     country_iso_code: str = "USA"
+    #: Green Algorithms estimate: cores counted per machine (null: this machine's count),
+    #: memory in GB, and the constants (defaults: Green Algorithms' world averages; see
+    #: :class:`stemkit.train.ledger.GreenAlgorithmsConstants`).
+    cores: int | None = None
+    memory_gb: float = 4.0
+    watts_per_core: float = 12.0
+    core_usage: float = 1.0
+    watts_per_gb_memory: float = 0.3725
+    pue: float = 1.67
+    carbon_g_per_kwh: float = 475.0
 
 
 #: Allowed values of the string options of :class:`OptimConfig`.
@@ -203,6 +213,7 @@ def resolve_config(
     assert isinstance(config, TrainConfig)
     _check_optim(config.optim, preset)
     _check_data(config.data, preset)
+    _check_ledger(config.ledger, preset)
     _check_devices(config, preset)
     return config
 
@@ -215,6 +226,19 @@ def _check_data(data: DataConfig, preset: str | Path | None) -> None:
         raise StemkitError(f"data.shift={data.shift}{where}: give seconds >= 0")
     if data.remix_group < 1:
         raise StemkitError(f"data.remix_group={data.remix_group}{where}: must be at least 1")
+
+
+def _check_ledger(ledger: LedgerConfig, preset: str | Path | None) -> None:
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    if ledger.cores is not None and ledger.cores < 1:
+        raise StemkitError(f"ledger.cores={ledger.cores}{where}: must be at least 1, or null")
+    for key in ("memory_gb", "watts_per_core", "core_usage", "watts_per_gb_memory"):
+        if getattr(ledger, key) < 0:
+            raise StemkitError(f"ledger.{key}={getattr(ledger, key)}{where}: must be >= 0")
+    for key in ("pue", "carbon_g_per_kwh"):
+        if getattr(ledger, key) < (1.0 if key == "pue" else 0.0):
+            bound = "1 (a PUE is total over IT power)" if key == "pue" else "0"
+            raise StemkitError(f"ledger.{key}={getattr(ledger, key)}{where}: must be >= {bound}")
 
 
 def excerpt_seconds(data: DataConfig) -> float:

@@ -70,7 +70,7 @@ from stemkit.train.config import (
     normalise_config_dict,
     save_config,
 )
-from stemkit.train.ledger import CostLedger
+from stemkit.train.ledger import CostLedger, GreenAlgorithmsConstants
 from stemkit.train.objectives import compute_loss
 from stemkit.train.plots import learning_curve
 
@@ -221,7 +221,7 @@ def train(
     optim = config.optim
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim)
-    ledger = CostLedger(nb_nodes=config.num_nodes)
+    ledger = new_ledger(config)
     history: list[dict[str, Any]] = []
     start_epoch = 0
 
@@ -342,6 +342,24 @@ class _Objective(torch.nn.Module):
 
     def forward(self, mixture: Tensor, stems: Tensor) -> Tensor:
         return compute_loss(self.model, mixture, stems, self.loss)
+
+
+def new_ledger(config: TrainConfig) -> CostLedger:
+    """An empty cost ledger with the machine and the constants of ``config.ledger``."""
+    costs = config.ledger
+    constants = GreenAlgorithmsConstants(
+        watts_per_core=costs.watts_per_core,
+        core_usage=costs.core_usage,
+        watts_per_gb_memory=costs.watts_per_gb_memory,
+        pue=costs.pue,
+        carbon_g_per_kwh=costs.carbon_g_per_kwh,
+    )
+    return CostLedger(
+        nb_cores=costs.cores or os.cpu_count() or 1,
+        memory_gb=costs.memory_gb,
+        constants=constants,
+        nb_nodes=config.num_nodes,
+    )
 
 
 def run_finished(config: TrainConfig) -> bool:
