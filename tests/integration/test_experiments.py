@@ -138,3 +138,22 @@ def test_shipped_grids_resolve(tmp_path: Path) -> None:
         for variant in grid.variants:
             config = grid.config(variant)
             assert config.run_dir.endswith(variant.name)
+
+
+def test_a_variant_may_start_from_its_own_preset(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2] / "configs"
+    grid_file = tmp_path / "systems.yaml"
+    grid_file.write_text(
+        f"base: {root / 'umx_synth_small.yaml'}\nroot: {tmp_path / 'runs'}\n"
+        "overrides: [optim.epochs=1]\nvariants:\n"
+        "  - {name: umx}\n"
+        f"  - {{name: demucs, base: {root / 'demucs_synth_tiny.yaml'}, overrides: [seed=7]}}\n"
+    )
+    grid = load_grid(grid_file)
+    umx, demucs = (grid.config(v) for v in grid.variants)
+    assert (umx.model.name, demucs.model.name) == ("umx", "demucs")
+    assert demucs.data.augment == "demucs" and demucs.seed == 7
+    assert umx.optim.epochs == demucs.optim.epochs == 1  # shared overrides still apply
+    grid_file.write_text("root: r\nvariants: [{name: a, bsae: x.yaml}]\n")
+    with pytest.raises(StemkitError, match=r"variant 'a' has unknown key\(s\) bsae"):
+        load_grid(grid_file)

@@ -11,11 +11,13 @@ A grid is a YAML file::
         overrides: []
       - name: large
         overrides: [model.kwargs.n_features=128, model.kwargs.n_layers=12]
+      - name: umx
+        base: configs/umx_synth_small.yaml     # a variant may start from its own preset
 
 Relative ``base`` and ``root`` paths are taken from the current directory when they exist
-there, else from the grid file's folder. Each variant's configuration is the base preset, then
-the shared overrides, then the variant's, then any given on the command line, and its
-``run_dir`` is ``<root>/<name>``.
+there, else from the grid file's folder. Each variant's configuration is its own ``base`` or the
+grid's base preset, then the shared overrides, then the variant's, then any given on the command
+line, and its ``run_dir`` is ``<root>/<name>``.
 
 :func:`run_grid` trains each variant (resuming an interrupted run, skipping a finished one),
 then scores its best checkpoint on the dataset's test split with :func:`stemkit.evaluate.evaluate`
@@ -42,10 +44,11 @@ MISSING = "–"
 
 @dataclass
 class Variant:
-    """One named row of a grid: dotted overrides on top of the grid's base."""
+    """One named row of a grid: dotted overrides on top of its own base or the grid's."""
 
     name: str
     overrides: list[str] = field(default_factory=list)
+    base: Path | None = None
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Grid:
         """The resolved training configuration of ``variant`` (``extra`` overrides last)."""
         overrides = [*self.overrides, *variant.overrides, *(extra or [])]
         overrides.append(f"run_dir={self.run_dir(variant)}")
-        return resolve_config(self.base, overrides)
+        return resolve_config(variant.base or self.base, overrides)
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -100,7 +103,16 @@ def load_grid(path: str | Path) -> Grid:
     for index, item in enumerate(raw["variants"]):
         if not isinstance(item, dict) or not item.get("name"):
             raise StemkitError(f"{path}: variant {index} needs a 'name'")
-        variants.append(Variant(str(item["name"]), _string_list(item.get("overrides"), path)))
+        unknown = set(item) - {"name", "overrides", "base"}
+        if unknown:
+            raise StemkitError(
+                f"{path}: variant {item['name']!r} has unknown key(s) "
+                f"{', '.join(sorted(map(str, unknown)))} (allowed: name, overrides, base)"
+            )
+        own_base = None if item.get("base") is None else _locate(str(item["base"]), path)
+        variants.append(
+            Variant(str(item["name"]), _string_list(item.get("overrides"), path), own_base)
+        )
     names = [v.name for v in variants]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
