@@ -13,7 +13,14 @@ from torch import Tensor, nn
 
 from stemkit import MUSDB_SOURCES
 from stemkit.models import build
-from stemkit.models.tasnet import ConvTasNet, channelwise_layer_norm, global_layer_norm
+from stemkit.models.tasnet import (
+    ConvTasNet,
+    TemporalBlock,
+    _gln_affine,
+    _normalized_depthwise_conv,
+    channelwise_layer_norm,
+    global_layer_norm,
+)
 from stemkit.train.config import resolve_config
 from stemkit.train.objectives import compute_loss
 
@@ -160,3 +167,77 @@ def test_presets_resolve_and_build(name: str) -> None:
     if name == "convtasnet_musdb18hq.yaml":
         assert sum(p.numel() for p in model.parameters()) == 10_977_872
         assert round(config.data.segment * 44100) == 80_000
+
+
+# --- inference path: in-place blocks, folded norms, tap-wise depthwise convolution ---------
+
+
+def _perturbed(model: ConvTasNet, seed: int = 0) -> ConvTasNet:
+    """Give the norms and PReLUs non-default values, so that folding them is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() <= 1:
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("length", "batch"), [(1, 1), (7, 2), (50, 1), (1000, 3)])
+def test_inference_path_matches_the_autograd_path(length: int, batch: int) -> None:
+    # X=4 gives dilations 1..8: at the short lengths some taps see only padding.
+    torch.manual_seed(1)
+    model = _perturbed(tiny(X=4, R=2, H=24))
+    mixture = torch.randn(batch, 2, length)
+    reference = model(mixture)  # autograd on: the plain nn.Sequential arithmetic
+    assert reference.requires_grad
+    kept = mixture.clone()
+    with torch.inference_mode():
+        fast = model(mixture)
+    torch.testing.assert_close(mixture, kept, rtol=0, atol=0)  # the input is left alone
+    torch.testing.assert_close(
+        fast, reference.detach(), rtol=1e-5, atol=1e-5 * reference.abs().max().item()
+    )
+
+
+def test_block_update_is_in_place_and_matches_forward() -> None:
+    torch.manual_seed(2)
+    model = _perturbed(tiny(X=3, H=20))
+    block = model.separator[3]
+    assert isinstance(block, TemporalBlock)
+    x = torch.randn(2, 8, 40)
+    expected = block(x).detach()
+    with torch.no_grad():
+        target = x.clone()
+        hidden, work = torch.empty(2, 20, 40), torch.empty(2, 20, 40)
+        out = block.update_(target, hidden, work)
+        assert out.data_ptr() == target.data_ptr()
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        block.update_(x.clone())
+
+
+@pytest.mark.parametrize("dilation", [1, 3, 16, 40, 100])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_normalized_depthwise_conv_matches_group_norm_then_conv(dilation: int, kernel: int) -> None:
+    gen = torch.Generator().manual_seed(dilation * kernel)
+    channels, nb_frames = 6, 41
+    norm = global_layer_norm(channels)
+    conv = nn.Conv1d(
+        channels,
+        channels,
+        kernel,
+        padding=(kernel - 1) * dilation // 2,
+        dilation=dilation,
+        groups=channels,
+        bias=False,
+    )
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(channels, generator=gen))
+        norm.bias.copy_(torch.randn(channels, generator=gen))
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        x = 3.0 + torch.randn(2, channels, nb_frames, generator=gen)
+        scale, shift = _gln_affine(x, norm)
+        torch.testing.assert_close(x * scale[..., None] + shift[..., None], norm(x))
+        out = _normalized_depthwise_conv(x, scale, shift, conv, out=torch.empty_like(x))
+        torch.testing.assert_close(out, conv(norm(x)), rtol=1e-5, atol=1e-5)
