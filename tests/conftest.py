@@ -111,3 +111,23 @@ def randomize_umx_core(core: torch.nn.Module, gen: torch.Generator) -> None:
 def randomize_umx() -> Callable[[torch.nn.Module, torch.Generator], None]:
     """:func:`randomize_umx_core`."""
     return randomize_umx_core
+
+
+def whole_signal_separation(model: torch.nn.Module, mixture: torch.Tensor) -> torch.Tensor:
+    """A ``Separator``'s stems computed on the whole signal at once: the reference for the
+    block-wise paths. Full STFT, every core on all frames (``forward_magnitudes``, bridging
+    included), the Wiener filter as configured, iSTFT."""
+    from stemkit.dsp.stft import magnitude
+    from stemkit.dsp.wiener import wiener
+
+    mix_stft = model.mixture_spectrogram(mixture)
+    estimates = model.forward_magnitudes(magnitude(mix_stft, mono=model.nb_channels == 1))
+    stems_stft = wiener(
+        estimates,
+        mix_stft,
+        iterations=model.niter,
+        softmask=model.softmask,
+        residual=model.residual,
+        win_len=model.wiener_win_len,
+    )
+    return model.istft(stems_stft, length=mixture.shape[-1])

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd, magnitude
-from stemkit.dsp.wiener import wiener
+from conftest import whole_signal_separation
+from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd
 from stemkit.models import build
 from stemkit.separator import Separator
 
@@ -45,22 +45,6 @@ def _tiny_umx(**options: object) -> Separator:
     return model.eval()
 
 
-def _reference(model: Separator, mixture: torch.Tensor) -> torch.Tensor:
-    """Whole-signal computation: every stage on the full spectrogram at once."""
-    mix_stft = model.mixture_spectrogram(mixture)
-    mag = magnitude(mix_stft, mono=model.nb_channels == 1)
-    estimates = torch.stack([core(mag) for core in model.target_models.values()], dim=1)
-    stems_stft = wiener(
-        estimates,
-        mix_stft,
-        iterations=model.niter,
-        softmask=model.softmask,
-        residual=model.residual,
-        win_len=model.wiener_win_len,
-    )
-    return model.istft(stems_stft, length=mixture.shape[-1])
-
-
 @pytest.mark.parametrize(
     ("length", "win_len", "niter", "residual", "softmask"),
     [
@@ -73,7 +57,7 @@ def _reference(model: Separator, mixture: torch.Tensor) -> torch.Tensor:
         (5 * RATE + 63, 300, 1, False, True),
     ],
 )
-def test_blockwise_separation_equals_whole_signal_reference(
+def test_blockwise_separation_equals_whole_signalwhole_signal_separation(
     length: int, win_len: int | None, niter: int, residual: bool, softmask: bool
 ) -> None:
     model = _tiny_umx(niter=niter, residual=residual, softmask=softmask, wiener_win_len=win_len)
@@ -81,17 +65,17 @@ def test_blockwise_separation_equals_whole_signal_reference(
     # two items of very different loudness: the EM rescaling is per item and block
     mixture = torch.randn(2, 2, length, generator=gen) * torch.tensor([0.3, 30.0])[:, None, None]
     with torch.no_grad():
-        ours, ref = model(mixture), _reference(model, mixture)
+        ours, ref = model(mixture), whole_signal_separation(model, mixture)
     assert ours.shape == ref.shape == (2, len(model.sources), 2, length)
     for item in range(2):
         assert _rel_err(ours[item], ref[item]) < 1e-5
 
 
-def test_mono_model_blockwise_equals_reference() -> None:
+def test_mono_model_blockwise_equalswhole_signal_separation() -> None:
     model = _tiny_umx(niter=1, residual=True, nb_channels=1, wiener_win_len=11)
     mixture = torch.randn(1, 1, RATE + 77, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        assert _rel_err(model(mixture), _reference(model, mixture)) < 1e-5
+        assert _rel_err(model(mixture), whole_signal_separation(model, mixture)) < 1e-5
 
 
 @pytest.mark.filterwarnings("ignore:The length of signal is shorter:UserWarning")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stemkit.dsp.stft import STFT, magnitude
+from conftest import whole_signal_separation
+from stemkit.dsp.stft import STFT
 from stemkit.dsp.wiener import wiener
 from stemkit.models import build
 from stemkit.models.umx import OpenUnmix
@@ -51,21 +52,6 @@ def _tiny(name: str = "umx", **options: object) -> Separator:
                 module.input_mean.normal_(0.0, 0.5, generator=gen)
                 module.output_mean.uniform_(0.5, 1.5, generator=gen)
     return model
-
-
-def _whole_signal(model: Separator, mixture: torch.Tensor) -> torch.Tensor:
-    """The whole-signal path: full STFT, every core on all frames, wiener, iSTFT."""
-    mix_stft = model.mixture_spectrogram(mixture)
-    estimates = model.forward_magnitudes(magnitude(mix_stft, mono=model.nb_channels == 1))
-    stems_stft = wiener(
-        estimates,
-        mix_stft,
-        iterations=model.niter,
-        softmask=model.softmask,
-        residual=model.residual,
-        win_len=model.wiener_win_len,
-    )
-    return model.istft(stems_stft, length=mixture.shape[-1])
 
 
 @pytest.mark.parametrize(
@@ -121,7 +107,7 @@ def test_stft_frames_reject_bad_ranges() -> None:
         ("xumx", RATE + 77, 11, 256, 1, False, True, 1),
     ],
 )
-def test_frame_block_path_equals_whole_signal(
+def test_frame_block_path_equalswhole_signal_separation(
     name: str,
     length: int,
     win_len: int | None,
@@ -147,7 +133,7 @@ def test_frame_block_path_equals_whole_signal(
     with torch.no_grad():
         assert model.streams(mixture)
         ours = model(mixture)
-    ref = _whole_signal(model, mixture)  # autograd on: the whole-signal path
+    ref = whole_signal_separation(model, mixture)  # autograd on: the whole-signal path
     assert ours.shape == ref.shape == (2, len(model.sources), 2, length)
     for item in range(2):
         assert _rel_err(ours[item], ref[item].detach()) < 1e-5
@@ -210,7 +196,7 @@ def test_too_short_input_is_rejected_clearly() -> None:
         (128, 1000, 1, True, True, 2),
     ],
 )
-def test_filter_in_bin_chunks_equals_whole_signal(
+def test_filter_in_bin_chunks_equalswhole_signal_separation(
     monkeypatch: pytest.MonkeyPatch,
     filter_bins: int,
     invert_frames: int,
@@ -234,7 +220,7 @@ def test_filter_in_bin_chunks_equals_whole_signal(
             model.forward_magnitudes(model.magnitudes(mixture))[..., :23],
             model.mixture_spectrogram(mixture)[..., :23],
         )
-    ref = _whole_signal(model, mixture).detach()
+    ref = whole_signal_separation(model, mixture).detach()
     for item in range(2):
         assert _rel_err(streamed[item], ref[item]) < 1e-5
     ref_stft = wiener(
