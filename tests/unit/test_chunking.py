@@ -110,8 +110,8 @@ def test_cross_fade_is_linear_between_neighbours() -> None:
     mixture = torch.arange(250, dtype=torch.float32).expand(2, -1)
     stems = separate(model, mixture, segment=0.1, overlap=0.2)  # 100 samples, overlap 20, hop 80
     means = [float(mixture[0, i * 80 : i * 80 + 100].mean()) for i in range(3)]
-    padded_tail = torch.nn.functional.pad(mixture[0, 160:], (0, 10))
-    means[2] = float(padded_tail.mean())  # the last chunk is zero-padded to 100 samples
+    # the last chunk ends with the signal: it reads [150, 250), and is used from 160 on
+    means[2] = float(mixture[0, 150:].mean())
     out = stems[0, 0]
     assert torch.all(out[:80] == means[0])
     weights = torch.arange(1, 21) / 21
@@ -147,6 +147,36 @@ def test_shifts_average_delayed_predictions() -> None:
         model, mixture, segment=0.2, shifts=3, generator=torch.Generator().manual_seed(7)
     )
     assert torch.equal(stems, again)
+
+
+@pytest.mark.parametrize(
+    ("length", "segment", "overlap", "batch_size"),
+    [(1000, 0.3, 0.25, 1), (1001, 0.1, 0.0, 3), (2345, 0.333, 0.5, 2), (90, 0.1, 0.25, 1)],
+)
+def test_every_chunk_is_song_and_never_padding(
+    length: int, segment: float, overlap: float, batch_size: int
+) -> None:
+    # A bidirectional model hears the whole chunk: zeros after the song's end would change
+    # its output over the last seconds. Every chunk must be a stretch of the song itself.
+    heard: list[Tensor] = []
+
+    def spy(x: Tensor) -> Tensor:
+        heard.extend(x)
+        return x[:, None]
+
+    mixture = 1.0 + torch.rand(2, length, generator=torch.Generator().manual_seed(length))
+    stems = separate(Toy(spy, 1), mixture, segment=segment, overlap=overlap, batch_size=batch_size)
+    assert torch.equal(stems[0], mixture)
+    segment_length = min(round(segment * RATE), length)
+    assert all(chunk.shape[-1] == segment_length for chunk in heard)
+    for chunk in heard:
+        starts = [
+            s
+            for s in range(length - segment_length + 1)
+            if torch.equal(mixture[:, s : s + segment_length], chunk)
+        ]
+        assert starts, "a chunk is not a stretch of the song"
+    assert torch.equal(heard[-1], mixture[:, -segment_length:])
 
 
 def test_chunks_are_batched() -> None:

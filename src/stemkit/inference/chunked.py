@@ -1,7 +1,10 @@
 """Model-agnostic separation of a signal of any length, one fixed-size chunk at a time.
 
 The mixture is cut into chunks of ``segment`` seconds that overlap by a fraction of a
-segment; the last chunk is zero-padded so that every chunk has the same length. Chunks go
+segment. The model never hears silence the song does not have: the last chunk is moved back
+so that it ends with the song (its extra overlap with the previous chunk is read but only the
+part from its regular place onwards is used), and a song shorter than one segment goes through
+whole, at its own length. Chunks go
 through the model ``batch_size`` at a time and their predictions are joined with linear
 cross-fades. A cross-fade is written as ``torch.lerp(previous, new, weight)``, which returns
 ``previous`` exactly when ``new == previous``: chunking never alters a prediction on which
@@ -166,23 +169,30 @@ def _one_pass(
     """Separate ``mixture`` ``(channels, time)`` delayed by ``delay`` samples of silence.
 
     The delayed signal is chunked as a whole, and the stems are read back from the same
-    offset, so the result ``(sources, channels, time)`` is aligned with ``mixture``. Neither
-    the delayed nor the end-padded signal is ever built: each chunk is cut (and zero-filled
-    where it runs outside the mixture) when its batch is formed.
+    offset, so the result ``(sources, channels, time)`` is aligned with ``mixture``. The
+    delayed signal is never built: each chunk is cut (zero-filled inside the delay) when its
+    batch is formed.
     """
     nb_channels, nb_samples = mixture.shape
     virtual_length = delay + nb_samples
-    if segment_length is None:
+    if segment_length is None or virtual_length <= segment_length:
+        # One chunk: the whole (delayed) signal at its own length, no padding.
         segment_length = virtual_length
     hop = segment_length - overlap_length
     nb_chunks = _nb_chunks(virtual_length, segment_length, overlap_length)
+    # Zero-padding the last chunk would feed a bidirectional model (an LSTM running backward,
+    # Wiener statistics pooled over a block) silence that changes its output over the song's
+    # last seconds. So the last chunk reads the final ``segment_length`` samples instead; on the
+    # regular grid it would start at (nb_chunks - 1) * hop >= last_start.
+    last_start = virtual_length - segment_length
     # Weights of the incoming chunk across an overlap, strictly inside (0, 1) and symmetric,
     # so both chunks always contribute.
     fade = torch.arange(1, overlap_length + 1, dtype=mixture.dtype) / (overlap_length + 1)
 
     def cut(index: int) -> Tensor:
         chunk = mixture.new_zeros((nb_channels, segment_length))
-        begin = index * hop - delay  # position of the chunk's first sample in the mixture
+        # position of the chunk's first sample in the mixture (negative inside the delay)
+        begin = min(index * hop, last_start) - delay
         lo, hi = max(begin, 0), min(begin + segment_length, nb_samples)
         if lo < hi:
             chunk[:, lo - begin : hi - begin] = mixture[:, lo:hi]
@@ -197,6 +207,8 @@ def _one_pass(
         for offset, prediction in enumerate(predictions):
             index = first + offset
             begin = index * hop - delay
+            # the moved last chunk: drop the prediction before its regular place
+            prediction = prediction[..., index * hop - min(index * hop, last_start) :]
             if index == 0 or overlap_length == 0:
                 _place(output, begin, prediction)
             else:
@@ -211,8 +223,7 @@ def _one_pass(
 def _place(output: Tensor, begin: int, values: Tensor, fade: Tensor | None = None) -> None:
     """Write ``values`` at ``begin`` into ``output``, or cross-fade into what is there.
 
-    The parts that fall before 0 (the delay of the shift trick) or after the end (the padding
-    of the last chunk) are dropped.
+    The parts that fall before 0 (the delay of the shift trick) or after the end are dropped.
     """
     length = values.shape[-1]
     lo, hi = max(begin, 0), min(begin + length, output.shape[-1])
