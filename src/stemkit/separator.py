@@ -343,10 +343,9 @@ class Separator(SeparationModel):
         batch, nb_channels, length = mixture.shape
         nb_frames = self.stft.frame_count(length)
         block = self._wiener_block(nb_frames)
-        # Decode whole groups of Wiener blocks of at least frame_block frames: a matrix product
-        # over one or a few frames may round differently from one over many, and EM on tiny
-        # blocks amplifies such differences (1e-7 in the magnitudes gives 1e-4 in the stems
-        # with 1-frame blocks).
+        # Decode whole groups of Wiener blocks of at least frame_block frames: fewer, larger
+        # matrix products (a product over one or a few frames may also round differently from
+        # one over many; the EM's double-precision statistics keep that at float rounding).
         group = block * -(-self.frame_block // block)
         out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
         inverse = OverlapAdd(self.istft, out, nb_frames)

@@ -12,7 +12,10 @@ The EM refines initial complex estimates ``y_j`` by alternating
 * the posterior mean ``y_j = v_j R_j C_x⁻¹ x`` with ``C_x = Σ_j v_j R_j + √eps·I``.
 
 Matrices are at most 2×2 and inverted in closed form: no batched LU solve (see
-reference/pitfalls.md), and exact for the stereo case music uses.
+reference/pitfalls.md), and exact for the stereo case music uses. The spatial statistics and
+the inverse are formed in double precision whatever the input precision, because the mixture
+covariance is nearly singular wherever the sources' images are nearly parallel (near-mono
+mixes, one-frame blocks); see tests/unit/test_wiener_conditioning.py.
 """
 
 from __future__ import annotations
@@ -80,19 +83,35 @@ def _em_step(y: Tensor, x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
         raise ValueError(
             f"the Wiener filter handles 1 or 2 channels, got {nb_channels}; downmix to stereo"
         )
-    y0, y1 = y[..., 0, :, :], y[..., 1, :, :]
-    r00 = power[..., 0, :, :].sum(dim=-1) / weight  # (..., S, F), real
-    r11 = power[..., 1, :, :].sum(dim=-1) / weight
-    r01 = torch.linalg.vecdot(y1, y0) / weight  # Σ_t y0 conj(y1), complex
-    # mixture covariance [[a, b], [conj(b), d]], a and d real
-    a = (v * r00.unsqueeze(-1)).sum(dim=-3) + reg  # (..., F, T)
-    d = (v * r11.unsqueeze(-1)).sum(dim=-3) + reg
-    b = (v * r01.unsqueeze(-1)).sum(dim=-3)
+    # Spatial covariances and the 2×2 mixture covariance [[a, b], [conj(b), d]] in double
+    # precision. When the sources' spatial images are nearly parallel (a near-mono mix, or a
+    # block of one frame, where every R_j has rank one) a·d and |b|² agree in most of their
+    # digits, and single-precision rounding of R_j and of the sums moved the stems by up to
+    # 1e-3 relative, differently on every CPU. The per-frame powers v_j and the estimates stay
+    # in the input precision: the stems' sensitivity to them is small (about 20× in the
+    # 1-frame case), and they are the bulk of the memory traffic.
+    wide = torch.float64
+    y0 = y[..., 0, :, :].to(torch.complex128)
+    y1 = y[..., 1, :, :].to(torch.complex128)
+    weight_w = weight.to(wide)
+    # products of single-precision numbers are exact in double: R_j keeps its rank-one
+    # structure exactly where the block has one frame
+    r00 = (y0.real.square() + y0.imag.square()).sum(dim=-1) / weight_w  # (..., S, F), real
+    r11 = (y1.real.square() + y1.imag.square()).sum(dim=-1) / weight_w
+    r01 = torch.linalg.vecdot(y1, y0) / weight_w  # Σ_t y0 conj(y1), complex
+    del y0, y1
+    v_w = v.to(wide)
+    a = (v_w * r00.unsqueeze(-1)).sum(dim=-3) + reg  # (..., F, T)
+    d = (v_w * r11.unsqueeze(-1)).sum(dim=-3) + reg
+    b = (v_w * r01.unsqueeze(-1)).sum(dim=-3)
+    del v_w
     inv_det = 1.0 / (a * d - (b.real.square() + b.imag.square()))
-    x0, x1 = x[..., 0, :, :], x[..., 1, :, :]
+    x0, x1 = x[..., 0, :, :].to(torch.complex128), x[..., 1, :, :].to(torch.complex128)
     # z = C_x⁻¹ x once for the mixture, then y_j = v_j R_j z
-    z0 = ((d * x0 - b * x1) * inv_det).unsqueeze(-3)
-    z1 = ((a * x1 - b.conj() * x0) * inv_det).unsqueeze(-3)
+    z0 = ((d * x0 - b * x1) * inv_det).to(x.dtype).unsqueeze(-3)
+    z1 = ((a * x1 - b.conj() * x0) * inv_det).to(x.dtype).unsqueeze(-3)
+    del a, b, d, inv_det, x0, x1
+    r00, r11, r01 = r00.to(v.dtype), r11.to(v.dtype), r01.to(x.dtype)
     r00, r11, r01 = r00.unsqueeze(-1), r11.unsqueeze(-1), r01.unsqueeze(-1)
     y = torch.stack([v * (r00 * z0 + r01 * z1), v * (r01.conj() * z0 + r11 * z1)], dim=-3)
     cov = torch.stack(
