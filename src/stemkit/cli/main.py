@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"stemkit.cli.{name}")
         module.add_parser(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            metavar="N",
+            help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not "
+            "busy with other processes)",
+        )
     return parser
 
 
@@ -45,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None and args.threads < 1:
+            raise StemkitError(f"--threads must be a positive integer, got {args.threads}")
+        from stemkit.runtime import set_threads
+
+        set_threads(args.threads)
         status = args.func(args)
     except StemkitError as error:
         print(f"stemkit: error: {error}", file=sys.stderr)
