@@ -13,6 +13,7 @@ import torch
 import stemkit.audio
 from stemkit import models
 from stemkit.cli import main as cli
+from stemkit.outputs import MARKER
 from stemkit.train.checkpoint import save_checkpoint
 
 RATE = 44100
@@ -42,7 +43,14 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 def hidden(folder: Path) -> list[str]:
-    return [p.name for p in folder.rglob(".*")]
+    """Hidden files and folders left in ``folder``, other than stemkit's marker files."""
+    return [p.name for p in folder.rglob(".*") if p.name != MARKER]
+
+
+def listing(folder: Path) -> list[str]:
+    """The stem files of a song folder, which must also hold stemkit's marker."""
+    assert (folder / MARKER).is_file()
+    return sorted(p.name for p in folder.iterdir() if p.name != MARKER)
 
 
 def test_identity_output_equals_input(tmp_path: Path, song: Path) -> None:
@@ -51,7 +59,7 @@ def test_identity_output_equals_input(tmp_path: Path, song: Path) -> None:
         ["separate", str(song), "-o", str(out), "--model", "identity", "--bits", "32", "-q"]
     )
     assert status == 0
-    assert sorted(p.name for p in (out / "My Song").iterdir()) == ["mixture.wav"]
+    assert listing(out / "My Song") == ["mixture.wav"]
     stem, rate = sf.read(out / "My Song" / "mixture.wav", dtype="float32")
     original, _ = sf.read(song, dtype="float32")
     assert rate == RATE and stem.shape == (SECONDS * RATE, 2)
@@ -89,7 +97,7 @@ def test_selected_stems_only(tmp_path: Path, song: Path, checkpoint: Path) -> No
     out = tmp_path / "out"
     argv = ["separate", str(song), "-o", str(out), "--model", str(checkpoint), "--stems", "b"]
     assert cli.main([*argv, "-q"]) == 0
-    assert [p.name for p in (out / "My Song").iterdir()] == ["b.wav"]
+    assert listing(out / "My Song") == ["b.wav"]
 
 
 def test_bad_song_is_reported_and_others_continue(
@@ -115,9 +123,9 @@ def test_existing_output_needs_force(tmp_path: Path, song: Path, checkpoint: Pat
     base = ["separate", str(song), "-o", str(out), "--model", str(checkpoint), "-q"]
     assert cli.main([*base, "--stems", "a"]) == 0
     assert cli.main(base) == 2  # refused: the folder exists
-    assert [p.name for p in (out / "My Song").iterdir()] == ["a.wav"]
+    assert listing(out / "My Song") == ["a.wav"]
     assert cli.main([*base, "--force"]) == 0
-    assert sorted(p.name for p in (out / "My Song").iterdir()) == ["a.wav", "b.wav"]
+    assert listing(out / "My Song") == ["a.wav", "b.wav"]
     assert hidden(out) == []
 
 

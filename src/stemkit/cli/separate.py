@@ -1,17 +1,33 @@
 """``stemkit separate``: split songs into stems, one folder of audio files per song.
 
-Each song's stems are written into a hidden temporary folder beside the destination and
-renamed into place once all are written, so an interrupted run never leaves a half-filled
-folder under the final name. A song that cannot be read is reported and skipped; the command
-then exits with status 1 after the others are done.
+The output is ``DIR/<song>/<stem>.<format>``, and the command guarantees, whatever happens:
+
+- **Complete or absent.** A song's stems are written into a hidden partial folder in ``DIR``
+  and renamed into place once all are written, with a ``.stemkit-stems.json`` marker (song,
+  model, stems, date); an interrupted or failed song leaves no folder under its name. A run
+  killed outright (SIGKILL, power loss) may leave a hidden partial folder: the next run into
+  the same ``DIR`` removes it, but never one that a live concurrent run is still writing.
+- **Nothing else is touched.** Song folders are always direct children of ``DIR``; song names
+  that are empty, ``.``, ``..`` or hold a path separator are refused, and so is a destination
+  that is a symbolic link. ``--force`` only replaces folders holding stemkit's marker; any other
+  existing folder or file is refused with a message naming it.
+- **No silent overwrite.** Each destination is claimed with a lock while it is written and
+  checked again right before the rename, so of two concurrent runs into the same ``DIR`` the
+  second reports that song's folder as existing (exit status 1) instead of replacing it.
+- **Errors early and in one line.** An ``--output`` that cannot be created or written (a part
+  of it is a file, read-only, name too long) is refused before the model is loaded. A song that
+  cannot be read, or whose stems cannot be written (disk full, permission denied, …), is
+  reported as ``stemkit: error: <path>: <reason>``, its partial folder is removed, and the other
+  songs go on; the command then exits with status 1 and lists the failures. Refused commands
+  (bad options, bad output folder) exit with status 2 before any separation.
+
+The rules live in :mod:`stemkit.outputs`, shared with the web service.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from stemkit.models.base import SeparationModel
@@ -106,19 +123,25 @@ def add_parser(subparsers: Any) -> None:
         help="comma-separated stems to write (default: all the model gives)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="replace output folders that already exist"
+        "--force",
+        action="store_true",
+        help="replace song folders that stemkit wrote before (never other folders or files)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Separate every song in ``args.songs``; 0 when all succeeded, 1 when some failed."""
+    """Separate every song in ``args.songs``; 0 when all succeeded, 1 when some failed.
+
+    Raises:
+        StemkitError: a bad option, song name or output folder (exit status 2); the checks
+            that need no model run before it is loaded, and leave no output folder behind.
+    """
     import torch
 
-    from stemkit.errors import AudioError, StemkitError
-    from stemkit.inference import check_settings, separate
-    from stemkit.pretrained import load_model
+    from stemkit import outputs
+    from stemkit.errors import StemkitError
 
     extension = f".{args.format}"
     subtype = SUBTYPES[args.bits]
@@ -132,16 +155,45 @@ def run(args: argparse.Namespace) -> int:
         raise StemkitError(f"--device {args.device}: no CUDA device is available; use cpu")
 
     output_root = Path(args.output)
-    if output_root.exists() and not output_root.is_dir():
-        raise StemkitError(f"--output {output_root} is a file, not a folder")
     songs = [Path(song) for song in args.songs]
-    destinations = _destinations(songs, output_root)
-    existing = [str(path) for path in destinations if path.exists()]
-    if existing and not args.force:
-        raise StemkitError(
-            f"output folder(s) already exist: {', '.join(existing)}; pass --force to replace "
-            "them or choose another --output"
-        )
+    names = [outputs.folder_name(song) for song in songs]  # refuses "..wav" before any file work
+    created = outputs.prepare_root(output_root)  # a bad --output fails now, not after separating
+    try:
+        # First, as it may bring back a folder that a run killed during --force moved aside.
+        for path in outputs.clean_leftovers(output_root):
+            print(f"stemkit: cleaned up {path}, left by an interrupted run", file=sys.stderr)
+        destinations = _destinations(songs, names, output_root)
+        existing = [str(path) for path in destinations if os.path.lexists(path)]
+        if existing and not args.force:
+            raise StemkitError(
+                f"output folder(s) already exist: {', '.join(existing)}; pass --force to replace "
+                "them or choose another --output"
+            )
+        for path in destinations:
+            outputs.check_destination(path, force=args.force)
+        return _separate_all(args, songs, destinations, device, extension, subtype)
+    except StemkitError:
+        # A refused command leaves no trace: not even the output folder it created.
+        outputs.remove_if_empty(created)
+        raise
+
+
+def _separate_all(
+    args: argparse.Namespace,
+    songs: list[Path],
+    destinations: list[Path],
+    device: torch.device,
+    extension: str,
+    subtype: str,
+) -> int:
+    """Load the model, separate and write every song; a song that fails is reported and the
+    others go on. Returns 0 when all succeeded, 1 when some failed."""
+    import torch
+
+    from stemkit import outputs
+    from stemkit.errors import AudioError, StemkitError
+    from stemkit.inference import check_settings, separate
+    from stemkit.pretrained import load_model
 
     model = load_model(args.model)
     if getattr(model, "requires_references", False):
@@ -178,9 +230,28 @@ def run(args: argparse.Namespace) -> int:
                 generator=generator,
             )
             files = {f"{name}{extension}": stems[model.sources.index(name)] for name in selected}
-            _write_folder(destination, files, rate, subtype=subtype, clip=args.clip)
-        except AudioError as error:
+            info = {
+                "song": os.path.abspath(song),
+                "model": args.model,
+                "stems": selected,
+                "sample_rate": rate,
+            }
+            _write_folder(
+                destination,
+                files,
+                rate,
+                subtype=subtype,
+                clip=args.clip,
+                force=args.force,
+                info=info,
+            )
+        except (AudioError, outputs.OutputError) as error:
             print(f"stemkit: error: {error}", file=sys.stderr)
+            failures.append(str(song))
+            continue
+        except OSError as error:
+            # Any other file-system failure: one line for this song, and the batch goes on.
+            print(f"stemkit: error: {song}: {outputs.describe_os_error(error)}", file=sys.stderr)
             failures.append(str(song))
             continue
         print(destination)
@@ -193,19 +264,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def song_name(path: Path) -> str:
-    """Folder name for a song: its file name without extension (and without ``.stem``)."""
-    name = path.name
-    lowered = name.lower()
-    if lowered.endswith(".stem.mp4"):
-        return name[: -len(".stem.mp4")]
-    return path.stem
-
-
-def _destinations(songs: Sequence[Path], output_root: Path) -> list[Path]:
+def _destinations(songs: Sequence[Path], names: Sequence[str], output_root: Path) -> list[Path]:
+    from stemkit import outputs
     from stemkit.errors import StemkitError
 
-    destinations = [output_root / song_name(song) for song in songs]
+    destinations = [outputs.destination(output_root, name) for name in names]
     seen: dict[Path, Path] = {}
     for song, destination in zip(songs, destinations, strict=True):
         if destination in seen:
@@ -247,33 +310,26 @@ def _write_folder(
     *,
     subtype: str,
     clip: Literal["warn", "clamp", "rescale"],
+    force: bool,
+    info: dict[str, Any],
 ) -> None:
-    """Write ``files`` (name → ``(channels, time)``) into ``destination`` all or nothing."""
-    from stemkit.audio import ClippingWarning, write_audio
+    """Write ``files`` (name → ``(channels, time)``) as the stem folder ``destination``, all or
+    nothing (see :func:`stemkit.outputs.write_stem_folder`).
 
-    token = secrets.token_hex(4)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.partial-{token}")
-    partial.mkdir()
-    try:
+    Raises:
+        OutputError: the destination is taken or the file system refused a write.
+        AudioError: a stem cannot be encoded.
+    """
+    from stemkit import audio, outputs
+
+    def write(folder: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ClippingWarning)
-            for name, audio in files.items():
-                write_audio(partial / name, audio, rate, subtype=subtype, clip=clip)
+            warnings.simplefilter("always", audio.ClippingWarning)
+            for name, signal in files.items():
+                audio.write_audio(folder / name, signal, rate, subtype=subtype, clip=clip)
         for warning in caught:
-            print(f"stemkit: warning: {warning.message}", file=sys.stderr)
-        if destination.exists() or destination.is_symlink():
-            # --force: move the old folder aside first, so that at every moment the final
-            # name holds either the old complete folder or the new complete one.
-            old = destination.with_name(f".{destination.name}.old-{token}")
-            os.replace(destination, old)
-            os.replace(partial, destination)
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        else:
-            os.replace(partial, destination)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+            # Name the file where the user will find it, not in the hidden partial folder.
+            message = str(warning.message).replace(str(folder), str(destination))
+            print(f"stemkit: warning: {message}", file=sys.stderr)
+
+    outputs.write_stem_folder(destination, write, force=force, info=info)
