@@ -4,21 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stemkit-installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test test-shuffled lint lock bench setup clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup-system.sh
+$(STAMP): pyproject.toml requirements/lock.txt scripts/setup-system.sh
 	PYTHON=$(PYTHON) bash scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: an unpinned torch pulls the CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
-	# openunmix is the parity reference; its declared torchaudio dependency has no CPU build here.
-	$(BIN)/pip install -q --no-deps openunmix==1.3.0
-	# asteroid is the X-UMX parity reference; its declared dependencies (pytorch-lightning, an
-	# unpinned torch, ...) are not needed by its model code.
-	$(BIN)/pip install -q --no-deps asteroid==0.7.0 asteroid-filterbanks==0.4.0
+	# Exactly the versions that passed here, each verified by hash (scripts/lock.sh writes the
+	# lock). --no-deps: the lock is the whole environment, including the parity references
+	# openunmix and asteroid, whose declared dependencies (torchaudio, pytorch-lightning, an
+	# unpinned torch) are not needed by the code the tests use. torch is the CPU build.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +29,15 @@ lint: $(STAMP)
 
 test: lint
 	# One torch thread per worker: two workers with two threads each on two cores thrash.
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -p no:randomly -n 2 tests
+
+# The suite in a random order (a new seed each run; pytest-randomly prints it), one process.
+test-shuffled: lint
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -p randomly -n 0 tests
+
+# Rewrites requirements/lock.txt from the current environment after a dependency change.
+lock: $(STAMP)
+	bash scripts/lock.sh $(VENV)
 
 # Every benchmark against its reference, one after the other (about half an hour on 2 cores);
 # each writes bench/results/<name>.md and .json.
