@@ -1,7 +1,14 @@
 """Score a separator on a dataset of reference stems. Knows nothing of training.
 
-For each track the mixture (the sum of the reference stems) is separated with the chunked
-inference path and every estimated source is compared with its reference:
+For each track the mixture is separated with the chunked inference path and every estimated
+source is compared with its reference. The mixture is the track's own mixture file (MUSDB18's
+decoded mixture is not exactly the sum of its decoded stems), or the sum of ALL its stems where
+it has none, whatever subset of sources the model separates: a vocals-only model is scored on
+the whole song, never on the vocals alone. A track at another rate than the model's is resampled
+to the model's rate for separation and the estimates back to the track's, so that scores are
+always taken at the dataset's rate and length.
+
+Scores:
 
 * ``uSDR``: one SNR over the whole track (MDX definition), aggregated by the mean over tracks;
 * BSS Eval v4 on 1 s frames, aggregated as cSDR (median over frames, then median over tracks).
@@ -15,11 +22,16 @@ separator has to beat.
 With an output folder the evaluation is resumable: ``out/evaluation.json`` records what was
 evaluated and how, each finished track is written atomically to ``out/<subset>/<track>.json``
 (museval's layout), and a later run with the same settings reads those back instead of
-separating the tracks again.
+separating the tracks again. The record identifies the dataset too (its resolved root and a
+cheap content fingerprint of every track of the subset), and every track file carries its
+track's fingerprint: another dataset with the same track names (every generated set has them)
+is refused, and a track file whose audio changed is scored again, so that old numbers are never
+passed off as new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 from collections.abc import Mapping, Sequence
@@ -30,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stemkit.data.musdb import SUBSETS, Track
+from stemkit.data.musdb import MIXTURE, SUBSETS, Track
 from stemkit.errors import StemkitError
 from stemkit.metrics.bsseval import bss_eval_v4
 from stemkit.metrics.report import Report, TrackScores, write_report
@@ -44,8 +56,10 @@ __all__ = [
     "EvaluationError",
     "Report",
     "TrackScores",
+    "dataset_record",
     "evaluate",
     "score_track",
+    "track_fingerprint",
 ]
 
 #: ``fast``: frame SDR and uSDR only; ``full``: BSS Eval v4 SDR, ISR, SIR, SAR and uSDR.
@@ -53,6 +67,9 @@ METRIC_MODES: tuple[str, ...] = ("fast", "full")
 
 #: The file of an output folder recording the settings its scores were computed with.
 SETTINGS_FILE = "evaluation.json"
+
+#: The key, in a track file's ``stemkit`` object, of the fingerprint of the audio it scores.
+TRACK_FINGERPRINT = "track_fingerprint"
 
 
 class EvaluationError(StemkitError):
@@ -66,6 +83,7 @@ def score_track(
     sources: Sequence[str],
     sample_rate: int,
     metrics: str = "fast",
+    mixture: np.ndarray | torch.Tensor | None = None,
 ) -> TrackScores:
     """Score one track's estimates.
 
@@ -76,15 +94,25 @@ def score_track(
         sources: source names.
         sample_rate: rate in Hz; frames are one second long.
         metrics: ``"fast"`` (frame SDR) or ``"full"`` (BSS Eval v4 SDR, ISR, SIR, SAR).
+        mixture: ``(nb_channels, nb_samples)``, the track's mixture, scored as the estimate of
+            every source (the baseline). ``None``: the sum of ``references``, right only when
+            they are every source of the track.
 
     Raises:
-        EvaluationError: ``estimates`` hold NaN or infinite samples.
+        EvaluationError: ``estimates`` hold NaN or infinite samples, or ``mixture`` has another
+            shape than one reference.
     """
     _check_mode(metrics)
     ref = np.asarray(references, dtype=np.float64)
     est = np.asarray(estimates, dtype=np.float64)
     _check_finite(f"track '{name}'", est, sources)
-    mixture = np.broadcast_to(ref.sum(axis=0, keepdims=True), ref.shape)
+    mix = ref.sum(axis=0) if mixture is None else np.asarray(mixture, dtype=np.float64)
+    if mix.shape != ref.shape[1:]:
+        raise EvaluationError(
+            f"track '{name}': the mixture is {mix.shape} but each reference is {ref.shape[1:]} "
+            "(channels, samples)"
+        )
+    mixture = np.broadcast_to(mix[None], ref.shape)
     other: dict[str, dict[str, np.ndarray]] = {}
     if metrics == "full":
         result = bss_eval_v4(ref, est, window=sample_rate, hop=sample_rate)
@@ -124,7 +152,8 @@ def evaluate(
 ) -> Report:
     """Separate and score every track of ``root/subset`` (MUSDB18-HQ layout).
 
-    The mixture is the sum of the reference stems, so the scores measure separation only.
+    The mixture separated (and scored as the baseline) is each track's ``mixture.wav``, or the
+    sum of all its stems where it has none, whatever subset of sources ``model`` separates.
     When ``out_dir`` is given, one museval-layout JSON per track goes to
     ``out_dir/<subset>/<track>.json``, the aggregates to ``out_dir/summary.json``, a readable
     ``report.md`` and a ``scores.png`` beside them, and the settings to
@@ -155,7 +184,8 @@ def evaluate(
         DatasetError: the dataset is missing, or a track lacks a source file or has stems
             of different lengths or channel counts (the message names the file).
         EvaluationError: the estimates of a track hold NaN or infinite samples, or
-            ``out_dir`` holds scores computed with other settings (and ``force`` is off).
+            ``out_dir`` holds scores computed with other settings or of another dataset (and
+            ``force`` is off).
     """
     from tqdm import tqdm
 
@@ -165,7 +195,8 @@ def evaluate(
     if jobs < 1:
         raise EvaluationError(f"jobs must be at least 1, got {jobs}")
     sources = tuple(model.sources)
-    tracks = list_tracks(root, subset, sources=sources)[:limit]
+    listed = list_tracks(root, subset, sources=sources)
+    tracks = listed[:limit]
     options: dict[str, Any] = {
         "sources": sources,
         "metrics": metrics,
@@ -176,11 +207,15 @@ def evaluate(
     }
     done: dict[str, TrackScores] = {}
     out = Path(out_dir) if out_dir is not None else None
+    identities: dict[str, str] = {}
     if out is not None:
+        # Every listed track, not only the first ``limit``: raising the limit later resumes.
+        identities = {t.name: track_fingerprint(t, sources) for t in listed}
         record = _settings(model, method, metrics, segment, overlap, settings)
+        record["dataset"] = dataset_record(root, subset, identities)
         resume = _claim_folder(out, record, force)
         if resume:
-            done = _read_back(out / subset, tracks, sources)
+            done = _read_back(out / subset, tracks, sources, identities)
     todo = [t for t in tracks if t.name not in done]
 
     def finish(scores: TrackScores) -> None:
@@ -188,6 +223,8 @@ def evaluate(
         document = scores.to_document()
         done[scores.name] = TrackScores.from_document(scores.name, document)
         if out is not None:
+            # Ties the numbers to the audio they were computed from (see _read_back).
+            document.setdefault("stemkit", {})[TRACK_FINGERPRINT] = identities[scores.name]
             write_json(out / subset / f"{scores.name}.json", document)
 
     with tqdm(
@@ -221,35 +258,66 @@ def _separate_and_score(
     batch_size: int,
     device: str,
 ) -> TrackScores:
-    from stemkit.audio import read_audio
-    from stemkit.audio.convert import resample
     from stemkit.inference import separate
 
-    references = torch.stack(
-        [read_audio(track.path(s), channels=model.audio_channels)[0] for s in sources]
-    )
-    mixture = references.sum(dim=0)
-    if track.sample_rate != model.sample_rate:
-        mixture = resample(mixture, track.sample_rate, model.sample_rate)
+    channels = model.audio_channels
+    # (nb_sources, nb_channels, nb_samples) at the track's rate: the scores are taken there.
+    references = torch.stack([_read_stem(track, s, channels) for s in sources])
+    mixture = _track_mixture(track, channels)
+    model_mixture = _resample_stems(mixture[None], track.sample_rate, model.sample_rate)[0]
     oracle = getattr(model, "requires_references", False)
     if oracle:
         # Oracles filter with the true stems, aligned sample by sample: whole tracks only.
         model.set_references(  # type: ignore[operator]
-            torch.stack([resample(r, track.sample_rate, model.sample_rate) for r in references])
+            _resample_stems(references, track.sample_rate, model.sample_rate)
         )
     estimates = separate(
         model,
-        mixture,
+        model_mixture,
         segment=None if oracle else segment,
         overlap=overlap,
         batch_size=batch_size,
         device=device,
     )
-    if track.sample_rate != model.sample_rate:
-        estimates = resample(estimates, model.sample_rate, track.sample_rate)
+    estimates = _resample_stems(estimates, model.sample_rate, track.sample_rate)
     estimates = _fit_length(estimates, references.shape[-1])
     _check_finite(f"{track.folder}: track '{track.name}'", estimates.numpy(), sources)
-    return score_track(track.name, references, estimates, sources, track.sample_rate, metrics)
+    return score_track(
+        track.name, references, estimates, sources, track.sample_rate, metrics, mixture=mixture
+    )
+
+
+def _read_stem(track: Track, stem: str, channels: int) -> torch.Tensor:
+    """``(channels, nb_samples)`` of one stem file of ``track`` at the track's rate."""
+    from stemkit.audio import read_audio
+
+    return read_audio(track.path(stem), channels=channels)[0]
+
+
+def _track_mixture(track: Track, channels: int) -> torch.Tensor:
+    """The track's mixture ``(channels, nb_samples)``: its mixture file, else all stems summed.
+
+    Never the sum of the model's sources only: for a model of a subset of the sources that
+    would hand it its own targets (and score the mixture baseline at +100 dB).
+    """
+    if track.path(MIXTURE).is_file():
+        return _read_stem(track, MIXTURE, channels)
+    return torch.stack([_read_stem(track, s, channels) for s in track.stems()]).sum(dim=0)
+
+
+def _resample_stems(stems: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample ``(nb_sources, nb_channels, nb_samples)`` as one multichannel signal.
+
+    :func:`~stemkit.audio.convert.resample` takes ``(channels, time)``; flattening sources
+    into channels resamples every one of them identically, so they stay aligned.
+    """
+    if orig_rate == new_rate:
+        return stems.to(torch.float32)
+    from stemkit.audio.convert import resample
+
+    nb_sources, nb_channels, _ = stems.shape
+    flat = resample(stems.reshape(nb_sources * nb_channels, -1), orig_rate, new_rate)
+    return flat.reshape(nb_sources, nb_channels, -1)
 
 
 def _check_finite(where: str, estimates: np.ndarray, sources: Sequence[str]) -> None:
@@ -346,6 +414,45 @@ def _settings(
     return normalised
 
 
+def track_fingerprint(track: Track, sources: Sequence[str]) -> str:
+    """Short sha256 of the content identity of the files an evaluation of ``track`` reads.
+
+    The mixture file (where the track has one) and one file per source in ``sources``, each
+    identified by :func:`stemkit.data.musdb.file_identity` (size and sampled blocks): cheap,
+    and different for two generated songs of the same name and length.
+    """
+    stems = [MIXTURE, *sources] if track.path(MIXTURE).is_file() else list(sources)
+    identity = track.identity(stems)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dataset_record(root: str | Path, subset: str, identities: Mapping[str, str]) -> dict[str, Any]:
+    """The dataset identity kept in ``evaluation.json``.
+
+    Args:
+        root: the dataset root; recorded resolved, so that two spellings of one folder agree.
+        subset: the subset evaluated.
+        identities: ``{track name: track_fingerprint}`` of every track of the subset.
+
+    Returns:
+        ``{"root": ..., "subsets": {subset: fingerprint}}``; a run on the other subset of the
+        same root adds its own entry instead of conflicting.
+    """
+    digest = hashlib.sha256(json.dumps(sorted(identities.items())).encode()).hexdigest()[:16]
+    return {"root": str(Path(root).resolve()), "subsets": {subset: digest}}
+
+
+def _merged_subsets(previous: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the other subsets the folder already holds scores of, same root only."""
+    before, now = previous.get("dataset"), record.get("dataset")
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return record
+    if before.get("root") != now.get("root") or not isinstance(before.get("subsets"), dict):
+        return record
+    subsets = {**before["subsets"], **now["subsets"]}
+    return {**record, "dataset": {**now, "subsets": subsets}}
+
+
 def _claim_folder(out: Path, record: dict[str, Any], force: bool) -> bool:
     """Write ``out/evaluation.json``; True when scores already there may be reused."""
     path = out / SETTINGS_FILE
@@ -355,11 +462,24 @@ def _claim_folder(out: Path, record: dict[str, Any], force: bool) -> bool:
             previous = read_json(path)
         except (OSError, ValueError):
             previous = {}
-        differing = sorted(k for k in {*previous, *record} if previous.get(k) != record.get(k))
-        if not differing:
+        merged = _merged_subsets(previous, record)
+        differing = sorted(
+            k for k in {*previous, *merged} if k != "dataset" and previous.get(k) != merged.get(k)
+        )
+        same_data = _same_dataset(previous.get("dataset"), record.get("dataset"))
+        if not differing and same_data:
+            if merged != previous:
+                write_json(path, merged)  # the other subset of the same dataset joins
             return True
+        dataset = ""
+        if not same_data:
+            dataset = (
+                f"dataset: scores of {_describe_dataset(previous.get('dataset'))} there, "
+                f"{_describe_dataset(record.get('dataset'))} now"
+            )
         described = "; ".join(
-            f"{k}: {previous.get(k)!r} there, {record.get(k)!r} now" for k in differing
+            [dataset] * bool(dataset)
+            + [f"{k}: {previous.get(k)!r} there, {record.get(k)!r} now" for k in differing]
         )
     elif track_files:
         described = f"no {SETTINGS_FILE} records how they were computed"
@@ -377,8 +497,33 @@ def _claim_folder(out: Path, record: dict[str, Any], force: bool) -> bool:
     return False
 
 
-def _read_back(folder: Path, tracks: Sequence[Track], sources: tuple[str, ...]) -> dict[str, Any]:
-    """The complete score files of ``tracks`` in ``folder``; others are recomputed."""
+def _same_dataset(before: Any, now: Any) -> bool:
+    """Whether two ``dataset`` records (:func:`dataset_record`) may share a folder: the same
+    root, and the same content for every subset both name."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return False
+    if before.get("root") != now.get("root"):
+        return False
+    old, new = before.get("subsets") or {}, now.get("subsets") or {}
+    return all(old[k] == v for k, v in new.items() if k in old)
+
+
+def _describe_dataset(dataset: Any) -> str:
+    if not isinstance(dataset, dict):
+        return "an unrecorded dataset"
+    subsets = dataset.get("subsets") or {}
+    content = ", ".join(f"{k} {v}" for k, v in sorted(subsets.items()))
+    return f"{dataset.get('root')} (content {content or 'unknown'})"
+
+
+def _read_back(
+    folder: Path,
+    tracks: Sequence[Track],
+    sources: tuple[str, ...],
+    identities: Mapping[str, str],
+) -> dict[str, Any]:
+    """The complete score files of ``tracks`` in ``folder`` computed from the same audio
+    (``identities``: track name -> :func:`track_fingerprint`); others are recomputed."""
     found: dict[str, Any] = {}
     for track in tracks:
         path = folder / f"{track.name}.json"
@@ -389,6 +534,11 @@ def _read_back(folder: Path, tracks: Sequence[Track], sources: tuple[str, ...]) 
             scores = TrackScores.from_document(track.name, document)
         except (OSError, ValueError, StemkitError):
             continue
-        if "stemkit" in document and tuple(scores.sdr_frames) == sources:
+        extra = document.get("stemkit")
+        if (
+            isinstance(extra, dict)
+            and extra.get(TRACK_FINGERPRINT) == identities.get(track.name)
+            and tuple(scores.sdr_frames) == sources
+        ):
             found[track.name] = scores
     return found

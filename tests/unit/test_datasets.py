@@ -249,7 +249,9 @@ def test_training_items_shape_dtype_and_length(hq_tree: Path) -> None:
     batch, names = next(iter(DataLoader(ds, batch_size=4)))
     assert batch.shape == (4, 4, 2, RATE // 2) and len(names) == 4
     vocals = MusdbHQ(hq_tree, sources=("vocals",), segment=0.1)
-    assert vocals[0][0].shape == (1, 2, round(0.1 * RATE))
+    # a vocals-only item still holds every stem (vocals first), so its sum is the whole mixture
+    assert vocals.stem_sources == ("vocals", "drums", "bass", "other")
+    assert vocals[0][0].shape == (4, 2, round(0.1 * RATE))
 
 
 def test_full_tracks_are_exact_and_unaugmented(hq_tree: Path) -> None:

@@ -18,7 +18,8 @@ def add_parser(subparsers: Any) -> None:
         "estimates: uSDR (MDX definition, mean over tracks) and cSDR (BSS Eval v4 frame SDR, "
         "median over 1 s frames then over tracks), next to the mixture baseline. With -o, "
         "per-track JSON (museval's layout), summary.json, report.md and scores.png are "
-        "written there, and an interrupted run resumes where it stopped. With --compare, "
+        "written there, and an interrupted run resumes where it stopped (on the same dataset only: "
+        "-o remembers the data's root and content). With --compare, "
         "no separation: the per-track scores of several output folders (ours or museval's) "
         "are tabulated side by side. A MIR-1K folder (Wavfile/) is scored with its protocol "
         "instead: GNSDR, GSIR and GSAR (length-weighted over the test singers' clips) for "
@@ -40,7 +41,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="tracks scored in parallel")
     parser.add_argument(
-        "--force", action="store_true", help="discard scores in -o computed with other settings"
+        "--force",
+        action="store_true",
+        help="discard scores in -o computed with other settings or on another dataset",
     )
     parser.add_argument(
         "--compare",

@@ -47,11 +47,13 @@ SAMPLERS = {
 class TrainingData(Protocol):
     """What the trainer needs of a dataset: items ``(stems, name)`` re-drawn per epoch.
 
-    ``stems`` is ``(nb_sources, nb_channels, nb_samples)`` float32, in the configured source
-    order.
+    ``stems`` is ``(nb_stem_sources, nb_channels, nb_samples)`` float32 in ``stem_sources``
+    order: the configured sources (the model's targets) first, then every other stem of the
+    track, so that their sum is the whole mixture whatever subset a model separates.
     """
 
     sample_rate: int
+    stem_sources: tuple[str, ...]
 
     def __len__(self) -> int: ...
 
@@ -184,7 +186,7 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
 
 
 def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
-    from stemkit.data.musdb import load_split
+    from stemkit.data.musdb import load_split, with_other_sources
     from stemkit.data.sad import SadDataset, SadParams, build_sad_index, load_or_build_sad_index
 
     sad = data.sad
@@ -198,10 +200,14 @@ def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
         raise StemkitError(f"data.sad.items={sad.items}: must be at least 1, or null")
     lister = _dataset_class(data).list_tracks
     tracks = load_split(data.root, "train", data.sources, data.valid_fraction, lister=lister)
+    # Every stem of the tracks, not only the targets: the mixture is the sum of all of them.
+    sources = with_other_sources(data.sources, tracks)
+    if sources != tuple(data.sources):
+        tracks = load_split(data.root, "train", sources, data.valid_fraction, lister=lister)
     if sad.index is None:
-        index = build_sad_index(tracks, data.sources, params, progress=True)
+        index = build_sad_index(tracks, sources, params, progress=True)
     else:
-        index = load_or_build_sad_index(sad.index, tracks, data.sources, params, progress=True)
+        index = load_or_build_sad_index(sad.index, tracks, sources, params, progress=True)
     nb_items = sad.items if sad.items is not None else data.samples_per_track * len(tracks)
     return SadDataset(
         index,

@@ -287,7 +287,9 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
     Args:
         root: the MIR-1K folder, holding ``Wavfile/``.
         split: ``"train"``, ``"valid"`` or ``"test"`` (see :func:`split_clips`).
-        sources: item stem order, names among ``"vocals"`` and ``"accompaniment"``.
+        sources: the target sources, names among ``"vocals"`` and ``"accompaniment"``; the
+            other one follows them in every item (:attr:`stem_sources`), so that the sum of an
+            item is the clip's whole mixture whatever a model separates.
         sample_rate: rate of the items in Hz (SH-Net: 8000); ``None`` keeps 16 kHz.
         segment: excerpt length in seconds, or ``None`` for whole clips.
         samples_per_track: excerpts per clip and epoch (with a ``segment``).
@@ -299,10 +301,12 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
 
     Attributes:
         clips: the clips of the split, sorted by name.
+        sources: the target sources, as given.
+        stem_sources: the sources of the item rows: ``sources``, then the other MIR-1K channel.
         sample_rate: rate of the items in Hz.
         segment_frames: excerpt length in samples, or ``None`` for whole clips.
 
-    Items are ``(stems, name)``: stems ``(nb_sources, 1, nb_samples)`` float32 and the clip
+    Items are ``(stems, name)``: stems ``(2, 1, nb_samples)`` float32 and the clip
     name (for a random mix, ``"vocals=<clip> | accompaniment=<clip>"``).
     """
 
@@ -333,6 +337,7 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         self.root = Path(root)
         self.split = split
         self.sources = _check_sources(sources)
+        self.stem_sources = (*self.sources, *(s for s in MIR1K_CHANNELS if s not in self.sources))
         self.clips = split_clips(list_clips(root, native_rate), split, valid_fraction, split_seed)
         self.native_rate = self.clips[0].sample_rate
         self.sample_rate = int(sample_rate) if sample_rate is not None else self.native_rate
@@ -351,21 +356,23 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         return read_clip(clip, sources, self.sample_rate)
 
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
-        """Item ``index``: stems ``(nb_sources, 1, nb_samples)`` float32, and a name."""
+        """Item ``index``: stems ``(2, 1, nb_samples)`` float32 (:attr:`stem_sources`), a name."""
         index = operator.index(index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         if self.segment_frames is None:
             clip = self.clips[index]
-            return self._read(clip, self.sources), clip.name
+            return self._read(clip, self.stem_sources), clip.name
         generator = item_generator(self.seed, self.epoch, index)
         own = self.clips[index // self.samples_per_track]
         if self.random_mix:
-            picks = torch.randint(len(self.clips), (len(self.sources),), generator=generator)
-            groups = [(self.clips[int(p)], [s]) for p, s in zip(picks, self.sources, strict=True)]
+            picks = torch.randint(len(self.clips), (len(self.stem_sources),), generator=generator)
+            groups = [
+                (self.clips[int(p)], [s]) for p, s in zip(picks, self.stem_sources, strict=True)
+            ]
         else:
-            groups = [(own, list(self.sources))]
-        out = torch.zeros(len(self.sources), 1, self.segment_frames)
+            groups = [(own, list(self.stem_sources))]
+        out = torch.zeros(len(self.stem_sources), 1, self.segment_frames)
         row = 0
         for clip, names in groups:
             audio = self._read(clip, names)

@@ -12,7 +12,10 @@ Training items follow the Open-Unmix recipe: fixed-length excerpts, ``samples_pe
 per track and epoch, each source taken from an independently drawn track at an independently
 drawn start (random mixing), then a random gain and a random channel swap per source. An excerpt
 is read by seeking in the WAV file, never by decoding the whole file. The mixture is not returned:
-the trainer forms it as the sum of the (augmented) stems of a batch.
+the trainer forms it as the sum of the (augmented) stems of a batch. Items therefore hold every
+source of the track, not only those a model separates: the requested sources first (the
+targets), then the track's other stems (:attr:`MusdbHQ.stem_sources`), so that a vocals-only
+model still learns from the full mixture.
 """
 
 from __future__ import annotations
@@ -98,6 +101,31 @@ class Track:
         """The WAV file of ``stem`` (a source name or ``"mixture"``)."""
         return self.folder / f"{stem}.wav"
 
+    def stems(self) -> tuple[str, ...]:
+        """Every source this track holds a file of (the mixture excluded).
+
+        MUSDB18's sources come first in their usual order, then any others sorted by name.
+        Subclasses for containers with a fixed set of streams override this.
+        """
+        found = {p.stem for p in self.folder.glob("*.wav") if p.stem != MIXTURE}
+        known = [s for s in MUSDB_SOURCES if s in found]
+        return (*known, *sorted(found - set(known)))
+
+    def identity(self, stems: Sequence[str]) -> dict[str, str]:
+        """A cheap content identity of the files of ``stems`` (source names or ``"mixture"``).
+
+        See :func:`file_identity`; files shared by several stems (one container) are read
+        once. Two generated data sets with the same track names and lengths differ here.
+        """
+        seen: dict[Path, str] = {}
+        out: dict[str, str] = {}
+        for stem in stems:
+            path = self.path(stem)
+            if path not in seen:
+                seen[path] = file_identity(path)
+            out[stem] = seen[path]
+        return out
+
     def read(self, stem: str, start: int, frames: int) -> np.ndarray:
         """``frames`` frames of ``stem`` from frame ``start``, by seeking: ``(channels, frames)``.
 
@@ -120,6 +148,51 @@ class Track:
                 f"{data.shape[0]}; it changed or is truncated since the dataset was listed"
             )
         return data.T
+
+
+#: Blocks, and bytes per block, that :func:`file_identity` hashes across a file.
+IDENTITY_BLOCKS = 16
+IDENTITY_BLOCK_BYTES = 16384
+
+
+def file_identity(path: str | PathLike[str]) -> str:
+    """Short sha256 of a file's size and of :data:`IDENTITY_BLOCKS` evenly spaced blocks of it.
+
+    Reads at most 256 KiB however long the file, so that a whole data set is identified in
+    about a second, yet two recordings of the same length (same size, same header) differ as
+    soon as any sampled block does. Modification times are left out on purpose: a copied data
+    set keeps its identity. An edit that leaves the size and every sampled block unchanged
+    goes unnoticed.
+
+    Raises:
+        DatasetError: the file cannot be read.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with open(path, "rb") as handle:
+            span = max(size - IDENTITY_BLOCK_BYTES, 0)
+            for block in range(IDENTITY_BLOCKS):
+                handle.seek(span * block // max(IDENTITY_BLOCKS - 1, 1))
+                digest.update(handle.read(IDENTITY_BLOCK_BYTES))
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the file to identify it ({err})") from err
+    return digest.hexdigest()[:16]
+
+
+def with_other_sources(sources: Sequence[str], tracks: Sequence[Track]) -> tuple[str, ...]:
+    """``sources`` followed by every other source all of ``tracks`` hold.
+
+    The stems of an item: the targets a model separates, then the rest of each track, so that
+    the mixture summed from them is the whole song (see :meth:`Track.stems`).
+    """
+    if not tracks:
+        return tuple(sources)
+    held = [set(t.stems()) for t in tracks[1:]]
+    common = [s for s in tracks[0].stems() if all(s in h for h in held)]
+    return (*sources, *(s for s in common if s not in sources))
 
 
 @dataclass(frozen=True)
@@ -352,7 +425,9 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
     Args:
         root: the dataset root, holding ``train/`` and ``test/``.
         split: ``"train"``, ``"valid"`` or ``"test"`` (see :func:`split_tracks`).
-        sources: the sources to return, in order; each track needs ``<source>.wav``.
+        sources: the target sources, first in every item and in this order; each track needs
+            ``<source>.wav``. The other stems every track holds follow them in the item
+            (:attr:`stem_sources`), so that the sum of an item is the whole mixture.
         segment: excerpt length in seconds, or ``None`` for full tracks.
         samples_per_track: excerpts per track and epoch (with a ``segment``).
         random_mix: draw a track per source, rather than one track per item.
@@ -368,12 +443,16 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
 
     Attributes:
         tracks: the tracks of the split, sorted by name.
+        sources: the target sources, as given.
+        stem_sources: the sources of the item rows: ``sources``, then the other stems common to
+            all tracks (:func:`with_other_sources`).
         sample_rate: rate in Hz shared by all tracks.
         nb_channels: channel count shared by all tracks.
         segment_frames: excerpt length in frames, or ``None`` for full tracks.
 
-    Items are ``(stems, name)``: stems ``(nb_sources, nb_channels, nb_samples)`` float32, and
-    the track name (for a random mix, ``"vocals=<track> | drums=<track> | ..."``).
+    Items are ``(stems, name)``: stems ``(nb_stem_sources, nb_channels, nb_samples)`` float32
+    in :attr:`stem_sources` order, and the track name (for a random mix,
+    ``"vocals=<track> | drums=<track> | ..."``).
     """
 
     def __init__(
@@ -408,6 +487,13 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
         self.tracks = load_split(
             root, split, sources, valid_fraction, split_seed, lister=self.list_tracks
         )
+        self.stem_sources = with_other_sources(sources, self.tracks)
+        if self.stem_sources != self.sources:
+            # Listed again with every stem, so that the other stems' headers (rate, channels,
+            # length) are checked too; the split depends on the names only and is unchanged.
+            self.tracks = load_split(
+                root, split, self.stem_sources, valid_fraction, split_seed, self.list_tracks
+            )
         first = self.tracks[0]
         for track in self.tracks[1:]:
             if (track.sample_rate, track.channels) != (first.sample_rate, first.channels):
@@ -452,9 +538,9 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
         index = self._check_index(index)
         if self.segment_frames is None:
             track = self.tracks[index]
-            return [Excerpt(s, track, 0, track.nb_frames) for s in self.sources], None
+            return [Excerpt(s, track, 0, track.nb_frames) for s in self.stem_sources], None
         generator = item_generator(self.seed, self.epoch, index)
-        nb_sources = len(self.sources)
+        nb_sources = len(self.stem_sources)
         if self.by_length:
             draws = nb_sources if self.random_mix else 1
             drawn = torch.multinomial(self._start_counts, draws, True, generator=generator)
@@ -465,7 +551,7 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
             picks = [index // self.samples_per_track] * nb_sources
         excerpts: list[Excerpt] = []
         start = 0
-        for source, pick in zip(self.sources, picks, strict=True):
+        for source, pick in zip(self.stem_sources, picks, strict=True):
             track = self.tracks[pick]
             frames = min(self.segment_frames, track.nb_frames)
             if self.random_mix or not excerpts:
@@ -478,7 +564,7 @@ class MusdbHQ(EpochAware, Dataset[tuple[Tensor, str]]):
         return self._plan(index)[0]
 
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
-        """Item ``index``: stems ``(nb_sources, nb_channels, nb_samples)`` float32, and a name."""
+        """Item ``index``: stems ``(nb_stem_sources, nb_channels, nb_samples)`` float32, a name."""
         excerpts, generator = self._plan(index)
         nb_samples = self.segment_frames or excerpts[0].track.nb_frames
         stems = np.zeros((len(excerpts), self.nb_channels, nb_samples), dtype=np.float32)

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stemkit import MUSDB_SOURCES
-from stemkit.data.musdb import Track, TrackLister, load_split
+from stemkit.data.musdb import Track, TrackLister, load_split, with_other_sources
 from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
@@ -399,6 +399,7 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
 
     Attributes:
         sources: the source names, in item order.
+        stem_sources: the same (every source the index covers is a row of an item).
         sample_rate: rate in Hz shared by all tracks.
         nb_channels: channel count shared by all tracks.
         segment_frames: excerpt length in frames.
@@ -446,6 +447,7 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             raise DatasetError(f"seed must be a non-negative integer; got {seed}")
         self.index = index
         self.sources = index.sources
+        self.stem_sources = index.sources
         self.sample_rate = first.sample_rate
         self.nb_channels = first.channels
         self.segment_frames = max(1, round(segment * self.sample_rate))
@@ -481,7 +483,8 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         Args:
             root: the dataset root.
             split: see :func:`~stemkit.data.musdb.split_tracks`.
-            sources: the sources, in item order.
+            sources: the target sources, first in item order; the other stems every track
+                holds follow them.
             index_path: JSON cache of the index (reused when it matches, rebuilt otherwise);
                 ``None`` builds it in memory every time.
             params: detector settings; the recipe's by default.
@@ -493,6 +496,12 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             **options: the other arguments of :class:`SadDataset`.
         """
         tracks = load_split(root, split, sources, valid_fraction, split_seed, lister)
+        # The index covers every stem of the tracks, not only the targets: the mixture summed
+        # from an item must be the whole song (see MusdbHQ.stem_sources).
+        everything = with_other_sources(sources, tracks)
+        if everything != tuple(sources):
+            sources = everything
+            tracks = load_split(root, split, sources, valid_fraction, split_seed, lister)
         if index_path is None:
             index = build_sad_index(tracks, sources, params, progress)
         else:

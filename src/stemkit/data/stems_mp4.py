@@ -88,6 +88,10 @@ class StemTrack(Track):
         """The file holding ``stem``: the track file itself, whatever the stem."""
         return self.file
 
+    def stems(self) -> tuple[str, ...]:
+        """The four MUSDB18 sources, which every ``.stem.mp4`` file holds as streams."""
+        return tuple(s for s in MUSDB_SOURCES if s in STEM_STREAMS)
+
     def read(self, stem: str, start: int, frames: int) -> np.ndarray:
         """Decode ``frames`` frames of ``stem`` from frame ``start``: ``(channels, frames)``.
 
@@ -241,8 +245,9 @@ class MusdbStems(MusdbHQ):
 
     Takes the arguments of :class:`~stemkit.data.musdb.MusdbHQ` and behaves the same way: the
     same splits, the same excerpt draws for the same ``(seed, epoch, index)``, the same items
-    ``(stems, name)`` with stems ``(nb_sources, nb_channels, nb_samples)`` float32. ``sources``
-    must be among drums, bass, other and vocals. Each source of an item costs one ffmpeg
+    ``(stems, name)`` with stems ``(nb_stem_sources, nb_channels, nb_samples)`` float32 (the
+    ``sources``, then the track's other streams). ``sources`` must be among drums, bass, other
+    and vocals. Each source of an item costs one ffmpeg
     process (about 70 ms for 6 s; see the module docstring): use DataLoader workers.
     """
 

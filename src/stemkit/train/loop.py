@@ -40,7 +40,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,47 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 #: Seconds to sleep after every training batch: lets a test kill a run in mid-epoch.
 BATCH_DELAY_ENV = "STEMKIT_TRAIN_BATCH_DELAY"
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+def target_rows(stem_sources: Sequence[str], sources: Sequence[str]) -> list[int]:
+    """Where each of a model's ``sources`` sits among the rows of a dataset's items.
+
+    Raises:
+        StemkitError: a source the model separates is not a stem of the dataset.
+    """
+    missing = [s for s in sources if s not in stem_sources]
+    if missing:
+        raise StemkitError(
+            f"the model separates {', '.join(missing)}, which the dataset does not hold "
+            f"(its stems: {', '.join(stem_sources)}); set data.sources to stems of the dataset"
+        )
+    return [list(stem_sources).index(s) for s in sources]
+
+
+def mixture_and_targets(stems: Tensor, rows: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The model's input and targets from a batch of every stem of its tracks.
+
+    The mixture is the sum of ALL stems, not of the model's targets only: a vocals-only model
+    must learn to take the vocals out of the whole song, not to copy its input.
+
+    Args:
+        stems: ``(batch, nb_stem_sources, channels, time)``, every source of each item (after
+            augmentation).
+        rows: the rows of the model's sources, in ``model.sources`` order (:func:`target_rows`).
+
+    Returns:
+        ``mixture`` ``(batch, channels, time)`` and ``targets`` ``(batch, nb_sources, channels,
+        time)``.
+    """
+    mixture = stems.sum(dim=1)
+    if list(rows) == list(range(stems.shape[1])):
+        return mixture, stems
+    return mixture, stems[:, list(rows)]
+
+
+def _rows_of(dataset: Any, model: SeparationModel) -> list[int]:
+    # Datasets without stem_sources hold exactly the model's sources, in its order.
+    return target_rows(getattr(dataset, "stem_sources", model.sources), model.sources)
 
 
 @torch.no_grad()
@@ -132,29 +173,29 @@ def validate(
 
     optim = config.optim
     device = config.device if device is None else device
+    rows = _rows_of(dataset, model)
     model.eval()
     loss_sum, loss_weight, usdrs = 0.0, 0, []
     for index in range(len(dataset)):
-        stems, _ = dataset[index]  # (sources, channels, time)
+        stems, _ = dataset[index]  # (stem sources, channels, time): every stem of the track
         nb_samples = stems.shape[-1]
         length = nb_samples
         if optim.valid_segment is not None:
             length = max(1, round(optim.valid_segment * model.sample_rate))
         for begin, end in _chunk_bounds(nb_samples, length):
-            chunk = stems[None, ..., begin:end].to(device)
-            loss_sum += float(compute_loss(model, chunk.sum(dim=1), chunk, optim.loss)) * (
-                end - begin
-            )
+            mixture, targets = mixture_and_targets(stems[None, ..., begin:end].to(device), rows)
+            loss_sum += float(compute_loss(model, mixture, targets, optim.loss)) * (end - begin)
             loss_weight += end - begin
         if optim.monitor == "valid_usdr":
+            mixture, targets = mixture_and_targets(stems[None], rows)
             estimates = separate(
                 model,
-                stems.sum(dim=0),
+                mixture[0],
                 segment=optim.valid_segment,
                 overlap=optim.valid_overlap,
                 device=device,
             )
-            usdrs.append(float(usdr(stems.numpy(), estimates.numpy()).mean()))
+            usdrs.append(float(usdr(targets[0].numpy(), estimates.numpy()).mean()))
     scores = {"valid_loss": loss_sum / max(loss_weight, 1)}
     if optim.monitor == "valid_usdr":
         scores["valid_usdr"] = sum(usdrs) / max(len(usdrs), 1)
@@ -255,6 +296,8 @@ def train(
     if leader and config.ledger.codecarbon:
         ledger.use_codecarbon(config.ledger.country_iso_code)
 
+    # Checked before the first epoch: a target the data lacks is a configuration error.
+    rows = _rows_of(train_set, model)
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
     logger = _RunLogger(run_dir) if leader else None
     try:
@@ -263,7 +306,7 @@ def train(
                 break
             ledger.start()
             train_loss = _train_one_epoch(
-                fabric, step_module, step_optimizer, train_set, config, epoch, progress
+                fabric, step_module, step_optimizer, train_set, config, epoch, progress, rows
             )
             scores = validate(model, valid_set, config, fabric.device) if leader else {}
             if fabric.world_size > 1:
@@ -383,10 +426,12 @@ def _train_one_epoch(
     config: TrainConfig,
     epoch: int,
     progress: bool,
+    rows: Sequence[int],
 ) -> float:
     """One pass over this process's share of the epoch's excerpts; returns the mean batch loss.
 
-    ``objective`` and ``optimizer`` are the Fabric-wrapped :class:`_Objective` and optimiser.
+    ``objective`` and ``optimizer`` are the Fabric-wrapped :class:`_Objective` and optimiser;
+    ``rows`` are the model's targets among the stems of an item (:func:`target_rows`).
     With ``optim.accumulate`` > 1 the gradients of that many batches are averaged before each
     optimiser step (the last group of the epoch may be shorter: it is averaged over its size);
     under DDP the gradients are only exchanged on the last batch of a group.
@@ -434,7 +479,7 @@ def _train_one_epoch(
         skip_sync = world > 1 and not last_of_group
         sync = fabric.no_backward_sync(objective) if skip_sync else contextlib.nullcontext()
         with sync:
-            loss = objective(stems.sum(dim=1), stems)
+            loss = objective(*mixture_and_targets(stems, rows))
             fabric.backward(loss / group_size)
         if last_of_group:
             if optim.clip_grad_norm:
