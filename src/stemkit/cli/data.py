@@ -46,10 +46,19 @@ def _add_synth(verbs: Any) -> None:
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write")
     parser.add_argument(
-        "--tracks", type=int, default=10, metavar="N", help="number of tracks (default 10)"
+        "--tracks",
+        type=int,
+        default=10,
+        metavar="N",
+        help="number of tracks, 1 to 100000 (default 10)",
     )
     parser.add_argument(
-        "--duration", type=float, default=30.0, metavar="S", help="seconds per track (default 30)"
+        "--duration",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds per track, 2 to 1200: each song is rendered whole in memory, about "
+        "6 MB per second per worker (default 30)",
     )
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="dataset seed (default 0)")
     parser.add_argument(

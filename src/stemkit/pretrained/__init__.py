@@ -38,12 +38,12 @@ def load_model(spec: str = DEFAULT_MODEL) -> SeparationModel:
 
     path = Path(spec)
     if path.suffix in {".pt", ".pth", ".ckpt"} or path.is_file():
-        return model_from_checkpoint(load_checkpoint(path))
+        return model_from_checkpoint(load_checkpoint(path), path)
     if spec in _BUNDLED:
         bundled = bundled_path(spec)
         if not bundled.is_file():
             raise StemkitError(f"the bundled model file {bundled} is missing; reinstall stemkit")
-        return model_from_checkpoint(load_checkpoint(bundled))
+        return model_from_checkpoint(load_checkpoint(bundled), bundled)
     if spec in models.available():
         model = models.build(spec)
         assert isinstance(model, SeparationModel)

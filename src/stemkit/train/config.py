@@ -7,6 +7,8 @@ command-line overrides (``optim.lr=3e-4 data.segment=4``); the resolved result i
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Longest training excerpt, in seconds. The published recipes train on 3 to 11 s; a longer
+#: excerpt costs memory in proportion (every activation of every layer is kept for the
+#: backward pass) and is almost certainly a typo for a shorter one.
+MAX_SEGMENT_SECONDS = 60.0
+#: Most memory the audio of one batch may take on one process: ``batch × excerpt × rate ×
+#: channels × (sources + mixture) × 4`` bytes. The activations the model keeps for the backward
+#: pass are tens of times this, so a batch above it fits no single GPU; the largest published
+#: recipe (Demucs: 64 excerpts of 11.25 s, 1.2 GiB) stays well within it.
+MAX_BATCH_AUDIO_BYTES = 4 << 30
+#: Rate and channels assumed for the estimate when the data set decides them (MUSDB: 44.1 kHz
+#: stereo, the most any supported format has).
+_ESTIMATE_RATE = 44100
+_ESTIMATE_CHANNELS = 2
+
 #: Numeric precisions the trainer hands to Lightning Fabric.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 #: Distribution strategies: ``auto`` is one process, or DDP when several are launched.
@@ -211,21 +227,77 @@ def resolve_config(
     except OmegaConfBaseException as error:
         raise StemkitError(f"bad training configuration: {error}") from error
     assert isinstance(config, TrainConfig)
+    _check_finite(config, "", preset)
     _check_optim(config.optim, preset)
     _check_data(config.data, preset)
     _check_ledger(config.ledger, preset)
     _check_devices(config, preset)
+    _check_batch_memory(config, preset)
     return config
+
+
+def _check_finite(node: Any, prefix: str, preset: str | Path | None) -> None:
+    """Refuse NaN and infinite numbers anywhere in the options (not the model's kwargs).
+
+    ``nan`` and ``inf`` parse as floats and pass every ``<`` check written for ordinary numbers,
+    then surface much later as an endless loop, an empty batch or a huge allocation.
+    """
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.", preset)
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise StemkitError(f"{key}={value}{where}: must be a finite number")
 
 
 def _check_data(data: DataConfig, preset: str | Path | None) -> None:
     where = f" (in {preset} or the overrides)" if preset is not None else ""
+    if not 0 < data.segment <= MAX_SEGMENT_SECONDS:
+        raise StemkitError(
+            f"data.segment={data.segment}{where}: give seconds > 0 and at most "
+            f"{MAX_SEGMENT_SECONDS:g} (training excerpts are a few seconds long; memory grows "
+            "with them)"
+        )
+    if data.samples_per_track < 1:
+        raise StemkitError(f"data.samples_per_track={data.samples_per_track}{where}: must be >= 1")
     if data.augment not in ("none", "demucs"):
         raise StemkitError(f"data.augment={data.augment!r}{where}: choose one of none, demucs")
     if data.shift < 0:
         raise StemkitError(f"data.shift={data.shift}{where}: give seconds >= 0")
     if data.remix_group < 1:
         raise StemkitError(f"data.remix_group={data.remix_group}{where}: must be at least 1")
+    if data.sample_rate is not None and data.sample_rate < 1:
+        raise StemkitError(f"data.sample_rate={data.sample_rate}{where}: give Hz >= 1, or null")
+
+
+def batch_audio_bytes(config: TrainConfig) -> int:
+    """Estimated bytes of the audio of one batch on one process.
+
+    ``batch_size × excerpt samples × channels × (sources + mixture) × 4`` (float32), with
+    44.1 kHz stereo where the data set decides the rate.
+    """
+    data = config.data
+    rate = data.sample_rate or _ESTIMATE_RATE
+    samples = math.ceil(excerpt_seconds(data) * rate)
+    signals = len(data.sources) + 1
+    return config.optim.batch_size * samples * _ESTIMATE_CHANNELS * signals * 4
+
+
+def _check_batch_memory(config: TrainConfig, preset: str | Path | None) -> None:
+    where = f" (in {preset} or the overrides)" if preset is not None else ""
+    needed = batch_audio_bytes(config)
+    if needed > MAX_BATCH_AUDIO_BYTES:
+        raise StemkitError(
+            f"optim.batch_size={config.optim.batch_size} x data.segment={config.data.segment}"
+            f"{where}: one batch of audio alone would take {needed / 2**30:.1f} GiB (limit "
+            f"{MAX_BATCH_AUDIO_BYTES / 2**30:g} GiB; the model's activations take many times "
+            "more); lower data.segment or optim.batch_size and raise optim.accumulate instead"
+        )
 
 
 def _check_ledger(ledger: LedgerConfig, preset: str | Path | None) -> None:
@@ -270,6 +342,9 @@ def _check_optim(optim: OptimConfig, preset: str | Path | None) -> None:
             raise StemkitError(f"optim.{key}={value!r}{where}: choose one of {', '.join(allowed)}")
     positive = {"batch_size": optim.batch_size, "accumulate": optim.accumulate}
     positive["step_size"] = optim.step_size
+    # No epoch to run, or early stopping before the first one, would end a run without best.pt.
+    positive["epochs"] = optim.epochs
+    positive["patience"] = optim.patience
     for key, number in positive.items():
         if number < 1:
             raise StemkitError(f"optim.{key}={number}{where}: must be at least 1")

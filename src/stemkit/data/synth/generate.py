@@ -12,6 +12,7 @@ and the mixture is written as their integer sum.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -47,6 +48,19 @@ _FULL_SCALE = 32768
 _TARGET_PEAK = int(np.floor(_FULL_SCALE * 10 ** (PEAK_DBFS / 20))) - len(STEMS)
 #: RMS threshold of an active 1 s window, in dBFS.
 ACTIVE_DBFS = -50.0
+#: Longest song the generator writes, in seconds (20 minutes). A track is composed, rendered
+#: and mixed in memory as a whole, so its length bounds the memory a rendering process needs;
+#: 20 minutes is longer than almost any real song and still fits a few GB.
+MAX_DURATION = 1200.0
+#: Most tracks in one dataset: track folders are numbered with five digits
+#: (:func:`track_name`), which keeps their names sorting in index order.
+MAX_TRACKS = 100_000
+#: Peak memory one rendering process needs per second of song, in bytes: four float32 stereo
+#: stems, their gained copies, a float64 mixture, the int16/int32 results and the statistics'
+#: temporaries. Measured at about 5 MB/s (peak RSS of a 60 s track less a 2 s one), rounded up.
+MEMORY_PER_SECOND = 128 * SAMPLE_RATE
+#: Bytes a track takes on disk per second: five stereo PCM_16 WAV files (MIDI and JSON are tiny).
+DISK_PER_SECOND = (1 + len(STEMS)) * 2 * 2 * SAMPLE_RATE
 #: The files of every track folder.
 TRACK_FILES: tuple[str, ...] = (
     "mixture.wav",
@@ -113,8 +127,8 @@ def synthesize(
 
     Args:
         out: dataset root; created if missing.
-        n_tracks: number of tracks N.
-        duration: length of each track in seconds (at least 2).
+        n_tracks: number of tracks N (at most :data:`MAX_TRACKS`).
+        duration: length of each track in seconds (at least 2, at most :data:`MAX_DURATION`).
         seed: dataset seed.
         soundfont: General MIDI ``.sf2``/``.sf3`` file; default :func:`default_soundfont`.
         n_test: tracks put in ``test/`` (the last indices); default ``max(1, round(0.2 N))``.
@@ -125,13 +139,15 @@ def synthesize(
         The track folders, in index order.
 
     Raises:
-        StemkitError: on bad arguments, a missing FluidSynth library or an unusable soundfont
-            (before anything is written).
+        StemkitError: on bad arguments, songs too long for the available memory, tracks too
+            many for the free disk space, a missing FluidSynth library or an unusable soundfont
+            (all before anything is written).
         DatasetError: if a track folder already exists with different settings.
     """
     # Absolute paths: workers may run in another working directory.
     root = Path(out).expanduser().absolute()
     n_test = _check_arguments(n_tracks, duration, seed, n_test, workers)
+    _check_memory(duration, min(workers, n_tracks))
     font = Path(soundfont).expanduser().absolute() if soundfont else default_soundfont()
     check_soundfont(font)
     digest = sha256_file(font)
@@ -146,6 +162,7 @@ def synthesize(
         job = TrackJob(folder, seed, index, float(duration), font, digest, allowed, version)
         jobs.append(job)
     todo = [job for job in jobs if not _is_done(job)]
+    _check_disk(root, len(todo), duration)
 
     for split in ("train", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)
@@ -170,10 +187,19 @@ def _check_arguments(
 ) -> int:
     if seed < 0:
         raise StemkitError(f"--seed must be a non-negative integer, got {seed}")
-    if n_tracks < 1:
-        raise StemkitError(f"--tracks must be at least 1, got {n_tracks}")
+    if not 1 <= n_tracks <= MAX_TRACKS:
+        raise StemkitError(
+            f"--tracks must be between 1 and {MAX_TRACKS:,} (track folders are numbered with "
+            f"five digits), got {n_tracks}"
+        )
+    # `not >=` also refuses NaN, which every comparison fails.
     if not duration >= MIN_DURATION:
-        raise StemkitError(f"--duration must be at least {MIN_DURATION} s, got {duration}")
+        raise StemkitError(f"--duration must be at least {MIN_DURATION:g} s, got {duration}")
+    if not duration <= MAX_DURATION:
+        raise StemkitError(
+            f"--duration must be at most {MAX_DURATION:g} s ({MAX_DURATION / 60:g} minutes: a "
+            f"song is rendered whole in memory), got {duration}"
+        )
     if workers < 1:
         raise StemkitError(f"--workers must be at least 1, got {workers}")
     if n_test is None:
@@ -181,6 +207,77 @@ def _check_arguments(
     if not 0 <= n_test <= n_tracks:
         raise StemkitError(f"--test-tracks must be between 0 and {n_tracks}, got {n_test}")
     return n_test
+
+
+def _check_memory(duration: float, concurrent: int) -> None:
+    """Refuse songs whose rendering would not fit the memory available now.
+
+    Args:
+        duration: seconds per song.
+        concurrent: songs rendered at the same time (one per worker process).
+    """
+    needed = math.ceil(duration * MEMORY_PER_SECOND) * concurrent
+    available = available_memory()
+    if available is not None and needed > available:
+        per_song = duration * MEMORY_PER_SECOND
+        raise StemkitError(
+            f"--duration {duration:g} s with {concurrent} worker(s) needs about "
+            f"{_gb(needed)} of memory ({_gb(per_song)} per song being rendered) but only "
+            f"{_gb(available)} is available; give a shorter --duration or fewer --workers"
+        )
+
+
+def _check_disk(root: Path, n_tracks: int, duration: float) -> None:
+    """Refuse to start writing tracks that would not fit the free space under ``root``."""
+    if n_tracks == 0:
+        return
+    needed = math.ceil(n_tracks * duration * DISK_PER_SECOND)
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:  # an unreadable mount: the writes themselves will say what is wrong
+        return
+    if needed > free:
+        raise StemkitError(
+            f"{root}: {n_tracks} tracks of {duration:g} s need about {_gb(needed)} of disk "
+            f"but only {_gb(free)} is free there; give fewer --tracks, a shorter --duration "
+            "or another folder"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take, or None where it cannot be told.
+
+    The smaller of the kernel's ``MemAvailable`` and the room left under a cgroup (v2) memory
+    limit, since a container's limit is what ends the process, not the machine's memory.
+    """
+    candidates: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            used = int((cgroup / "memory.current").read_text().strip())
+            # The page cache counts as used but is given back on demand.
+            for line in (cgroup / "memory.stat").read_text().splitlines():
+                if line.startswith("inactive_file "):
+                    used -= int(line.split()[1])
+            candidates.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(candidates) if candidates else None
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB"
 
 
 def _is_done(job: TrackJob) -> bool:
