@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stemkit-installed
+# pytest-xdist workers of `make test` (0 = one process)
+WORKERS ?= 2
 
 .PHONY: demo test test-shuffled lint lock bench setup clean
 
@@ -29,7 +31,7 @@ lint: $(STAMP)
 
 test: lint
 	# One torch thread per worker: two workers with two threads each on two cores thrash.
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -p no:randomly -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -p no:randomly -n $(WORKERS) tests
 
 # The suite in a random order (a new seed each run; pytest-randomly prints it), one process.
 test-shuffled: lint
