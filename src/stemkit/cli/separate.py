@@ -218,17 +218,22 @@ def _separate_all(
             print(f"separating {song} -> {destination}", file=sys.stderr)
         try:
             mixture, rate = _read(song, model, args.downmix)
-            stems = separate(
-                model,
-                mixture,
-                segment=segment,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                shifts=args.shifts,
-                device=device,
-                progress=not args.quiet,
-                generator=generator,
-            )
+            try:
+                stems = separate(
+                    model,
+                    mixture,
+                    segment=segment,
+                    overlap=args.overlap,
+                    batch_size=args.batch_size,
+                    shifts=args.shifts,
+                    device=device,
+                    progress=not args.quiet,
+                    generator=generator,
+                )
+            except ValueError as error:
+                # The settings were checked above, so the model refuses this song itself,
+                # e.g. one shorter than its STFT window.
+                raise AudioError(song, f"cannot be separated by {args.model}: {error}") from None
             files = {f"{name}{extension}": stems[model.sources.index(name)] for name in selected}
             info = {
                 "song": os.path.abspath(song),
