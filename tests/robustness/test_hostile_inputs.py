@@ -156,3 +156,30 @@ def test_evaluate_refuses_bad_datasets_clearly(
         assert errors and named in errors[0], f"{case}: {err!r}"
         assert "Traceback" not in err
         assert not any(out.rglob("*.json")) if out.exists() else True, case
+
+
+def test_train_refuses_bad_datasets_clearly(
+    tmp_path: Path, make_stems: Callable[..., np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    sf.write(flat / "mixture.wav", np.zeros((RATE, 2), np.float32), RATE)
+    cases = {
+        "missing folder": (tmp_path / "nowhere", "nowhere"),
+        "empty folder": (empty, "empty"),
+        "wrong layout": (flat, "flat"),
+        "unknown format": (empty, "data.format"),
+    }
+    for case, (data, named) in cases.items():
+        run_dir = tmp_path / f"run-{case.replace(' ', '_')}"
+        extra = ["data.format=musdb_wav"] if case == "unknown format" else []
+        argv = ["train", "--data", str(data), "--run-dir", str(run_dir), "--quiet", *extra]
+        status = main([*argv, "model.name=umx", "optim.epochs=1"])
+        err = capsys.readouterr().err
+        assert status != 0, case
+        errors = [line for line in err.splitlines() if line.startswith("stemkit: error:")]
+        assert errors and named in errors[0], f"{case}: {err!r}"
+        assert "Traceback" not in err
+        assert not any(run_dir.glob("*.pt")) if run_dir.exists() else True, case
