@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from stemkit.train.checkpoint import load_checkpoint, sha256_of
+from stemkit.artifacts.checkpoint import load_checkpoint, sha256_of
 
 
 def main(checkpoint: str, eval_summary: str, demo_scores: str, out: str) -> None:

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUN=runs/umx_synth_small
-DEST=src/stemkit/pretrained
+DEST=src/stemkit/artifacts/weights
 
 $BIN/stemkit data synth data/synth --tracks 48 --duration 24 --seed 0 --workers 2
 $BIN/stemkit train -c configs/umx_synth_small.yaml --quiet "$@"
@@ -15,7 +15,7 @@ $BIN/python - "$RUN/best.pt" "$DEST/umx-synth-small.pt" <<'PY'
 import sys
 
 from stemkit import models
-from stemkit.train.checkpoint import load_checkpoint, save_checkpoint
+from stemkit.artifacts.checkpoint import load_checkpoint, save_checkpoint
 
 payload = load_checkpoint(sys.argv[1])
 kwargs = {**payload["model_kwargs"], "niter": 1}

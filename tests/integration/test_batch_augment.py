@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.data.demucs_augment import DemucsAugment
 from stemkit.data.factory import training_dataset
 from stemkit.errors import StemkitError
-from stemkit.train.checkpoint import load_checkpoint
 from stemkit.train.config import excerpt_seconds, resolve_config
 from stemkit.train.loop import batch_augmentation, train
 

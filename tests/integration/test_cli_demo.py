@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from stemkit.artifacts import bundled_path, load_model
 from stemkit.cli.main import main
-from stemkit.pretrained import bundled_path, load_model
 
 
 def test_demo_writes_stems_scores_and_picture(tmp_path: Path, capsys) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from stemkit.artifacts.checkpoint import save_checkpoint
 from stemkit.cli.main import main
 from stemkit.data.mir1k import write_mir1k_from_musdb
 from stemkit.models import build
-from stemkit.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture

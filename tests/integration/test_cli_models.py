@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.cli import main as cli
-from stemkit.train.checkpoint import load_checkpoint
 
 RATE = 44100
 N_FFT, N_HOP = 512, 128

@@ -12,9 +12,9 @@ import torch
 
 import stemkit.audio
 from stemkit import models
+from stemkit.artifacts.checkpoint import save_checkpoint
 from stemkit.cli import main as cli
 from stemkit.outputs import MARKER
-from stemkit.train.checkpoint import save_checkpoint
 
 RATE = 44100
 SECONDS = 3

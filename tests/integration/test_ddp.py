@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemkit.train.checkpoint import load_checkpoint
+from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.train.config import resolve_config
 from stemkit.train.loop import train
 

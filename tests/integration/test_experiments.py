@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.cli.main import main
 from stemkit.errors import StemkitError
-from stemkit.train.checkpoint import load_checkpoint
 from stemkit.train.experiments import grid_rows, load_grid
 
 PRESET = """

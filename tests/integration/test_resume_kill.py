@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemkit.train.checkpoint import load_checkpoint
+from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.train.loop import BATCH_DELAY_ENV
 
 # Open-Unmix with 3 LSTM layers: dropout and batch norm make the replay of RNG state matter.

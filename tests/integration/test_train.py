@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.cli.main import main
 from stemkit.errors import StemkitError
-from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.train.config import TrainConfig, resolve_config
 from stemkit.train.loop import train
 
@@ -80,6 +80,23 @@ def test_resuming_with_another_configuration_is_refused(hq_tree: Path, tmp_path:
     train(_config(hq_tree, tmp_path / "run", 1), progress=False)
     with pytest.raises(StemkitError, match="different configuration"):
         train(_config(hq_tree, tmp_path / "run", 1, "optim.lr=0.5"), progress=False)
+
+
+def test_resuming_weights_of_another_model_names_the_file(hq_tree: Path, tmp_path: Path) -> None:
+    from stemkit import models
+    from stemkit.artifacts.checkpoint import save_checkpoint
+    from stemkit.errors import CheckpointError
+
+    config = _config(hq_tree, tmp_path / "run", 2)
+    train(_config(hq_tree, tmp_path / "run", 1), progress=False)
+    last = tmp_path / "run" / "last.pt"
+    payload = load_checkpoint(last)
+    # same configuration, but the weights of a narrower model: a damaged or foreign last.pt
+    other = models.build("umx", hidden_size=8, n_fft=512, n_hop=128)
+    meta = {k: payload[k] for k in ("config", "provenance", "ledger", "training_state")}
+    save_checkpoint(last, other, **meta)
+    with pytest.raises(CheckpointError, match=r"last\.pt: its weights do not fit"):
+        train(config, progress=False)
 
 
 def test_bad_overrides_name_the_key() -> None:
@@ -290,7 +307,7 @@ def test_bad_choices_name_the_option() -> None:
 
 
 def test_a_run_saved_before_new_options_still_resumes(tmp_path: Path) -> None:
-    from stemkit.train.checkpoint import save_checkpoint
+    from stemkit.artifacts.checkpoint import save_checkpoint
     from stemkit.train.config import config_to_dict
     from stemkit.train.loop import check_same_run
 

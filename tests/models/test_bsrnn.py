@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import torch
 
+from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from stemkit.errors import StemkitError
 from stemkit.models import available, build
 from stemkit.models.blocks.mask import MaskEstimator
 from stemkit.models.bsrnn import BSRNN
-from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from stemkit.train.config import resolve_config
 from stemkit.train.loop import train
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from stemkit import MUSDB_SOURCES
+from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from stemkit.models import build
 from stemkit.models.demucs import Demucs, center_trim
-from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from stemkit.train.config import resolve_config
 from stemkit.train.objectives import compute_loss
 

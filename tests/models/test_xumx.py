@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from stemkit.artifacts.asteroid import convert_asteroid_state_dict
+from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.models import build
 from stemkit.models.umx import OpenUnmix
-from stemkit.models.xumx import XUMX, convert_asteroid_state_dict
+from stemkit.models.xumx import XUMX
 from stemkit.separator import Separator
-from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.train.config import resolve_config
 from stemkit.train.loop import train
 from stemkit.train.objectives import compute_loss

@@ -35,9 +35,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from stemkit.artifacts.asteroid import convert_asteroid_state_dict
 from stemkit.dsp.stft import bandwidth_to_max_bin
 from stemkit.models import build
-from stemkit.models.xumx import XUMX, convert_asteroid_state_dict
+from stemkit.models.xumx import XUMX
 
 x_umx = pytest.importorskip("asteroid.models.x_umx")
 

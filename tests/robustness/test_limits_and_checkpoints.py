@@ -15,10 +15,8 @@ import soundfile as sf
 import torch
 
 from stemkit import models
-from stemkit.cli.main import main
-from stemkit.errors import CheckpointError
-from stemkit.pretrained import bundled_path, load_model
-from stemkit.train.checkpoint import (
+from stemkit.artifacts import bundled_path, load_model
+from stemkit.artifacts.checkpoint import (
     CONTENT_HASH_KEY,
     content_sha256,
     load_checkpoint,
@@ -27,6 +25,8 @@ from stemkit.train.checkpoint import (
     seal_checkpoint,
     sha256_of,
 )
+from stemkit.cli.main import main
+from stemkit.errors import CheckpointError
 
 #: A small Open-Unmix: a few hundred kB of weights, built in milliseconds.
 SMALL_UMX: dict[str, Any] = {"hidden_size": 16, "nb_layers": 1}

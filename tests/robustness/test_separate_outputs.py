@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import stemkit.artifacts
 import stemkit.audio
-import stemkit.pretrained
 from stemkit.cli import main as cli
 from stemkit.outputs import MARKER
 
@@ -57,13 +57,13 @@ def make_song(make_stems: Callable[..., np.ndarray]) -> Callable[..., Path]:
 def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every model the command loads: a bad output must fail before the first."""
     calls: list[str] = []
-    real = stemkit.pretrained.load_model
+    real = stemkit.artifacts.load_model
 
     def load(spec: str = "default") -> Any:
         calls.append(spec)
         return real(spec)
 
-    monkeypatch.setattr(stemkit.pretrained, "load_model", load)
+    monkeypatch.setattr(stemkit.artifacts, "load_model", load)
     return calls
 
 

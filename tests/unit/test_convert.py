@@ -9,14 +9,14 @@ from types import ModuleType
 import pytest
 import torch
 
-from stemkit.errors import CheckpointError, StemkitError
-from stemkit.models.convert import (
+from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, sha256_of
+from stemkit.artifacts.openunmix import (
     import_openunmix,
     load_openunmix_target,
     read_openunmix_target,
     target_name,
 )
-from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint, sha256_of
+from stemkit.errors import CheckpointError, StemkitError
 
 RATE = 44100
 N_FFT, N_HOP, HIDDEN, MAX_BIN = 512, 128, 16, 186

@@ -88,7 +88,7 @@ def test_a_ledger_saved_before_codecarbon_still_loads() -> None:
 
 
 def test_a_training_run_fills_the_ledger_and_history(hq_tree: Path, tmp_path: Path) -> None:
-    from stemkit.train.checkpoint import load_checkpoint
+    from stemkit.artifacts.checkpoint import load_checkpoint
     from stemkit.train.config import resolve_config
     from stemkit.train.loop import train
 
@@ -117,7 +117,7 @@ def test_a_training_run_fills_the_ledger_and_history(hq_tree: Path, tmp_path: Pa
 def test_the_estimate_uses_the_configured_machine_and_constants(
     hq_tree: Path, tmp_path: Path
 ) -> None:
-    from stemkit.train.checkpoint import load_checkpoint
+    from stemkit.artifacts.checkpoint import load_checkpoint
     from stemkit.train.config import resolve_config
     from stemkit.train.loop import train
 

@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.data is None:
         raise StemkitError("--data is required (the dataset root), unless --compare is given")
+    from stemkit.artifacts import load_model
     from stemkit.data.factory import detect_format
     from stemkit.evaluate import evaluate
-    from stemkit.pretrained import load_model
 
     model = load_model(args.model)
     if detect_format(args.data) == "mir1k":
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {"model": str(args.model)}
     path = Path(args.model)
     if path.is_file():
-        from stemkit.train.checkpoint import sha256_of
+        from stemkit.artifacts.checkpoint import sha256_of
 
         settings["checkpoint_sha256"] = sha256_of(path)
     report = evaluate(

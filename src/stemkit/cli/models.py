@@ -86,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     """Print the registry and the bundled checkpoints with their sources."""
     from stemkit import models
-    from stemkit.pretrained import _BUNDLED, bundled_path
+    from stemkit.artifacts import BUNDLED, bundled_path
 
     print("registered models:")
     for name in models.available():
         print(f"  {name}")
     print("bundled weights:")
-    for name in sorted(_BUNDLED):
+    for name in sorted(BUNDLED):
         path = bundled_path(name)
         state = "present" if path.is_file() else "missing"
         print(f"  {name}: {path.name} ({state})")
@@ -101,9 +101,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Convert ``args.paths`` into the checkpoint ``args.output`` and describe it."""
+    from stemkit.artifacts.checkpoint import load_checkpoint
+    from stemkit.artifacts.openunmix import import_openunmix
     from stemkit.errors import StemkitError
-    from stemkit.models.convert import import_openunmix
-    from stemkit.train.checkpoint import load_checkpoint
 
     out = Path(args.output)
     if out.exists() and not args.force:

@@ -191,9 +191,9 @@ def _separate_all(
     import torch
 
     from stemkit import outputs
+    from stemkit.artifacts import load_model
     from stemkit.errors import AudioError, StemkitError
     from stemkit.inference import check_settings, separate
-    from stemkit.pretrained import load_model
 
     model = load_model(args.model)
     if getattr(model, "requires_references", False):

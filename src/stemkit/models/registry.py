@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from torch import nn
-
 from stemkit.errors import StemkitError
+from stemkit.models.base import SeparationModel
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_BUILDERS: dict[str, Callable[..., SeparationModel]] = {}
 
-F = TypeVar("F", bound=Callable[..., nn.Module])
+F = TypeVar("F", bound=Callable[..., SeparationModel])
 
 
 def register(name: str) -> Callable[[F], F]:
@@ -35,7 +34,7 @@ def register(name: str) -> Callable[[F], F]:
     return decorator
 
 
-def build(name: str, **kwargs: Any) -> nn.Module:
+def build(name: str, **kwargs: Any) -> SeparationModel:
     """Build the model registered as ``name`` with constructor keyword arguments ``kwargs``.
 
     The arguments are remembered on the model as ``model.init_kwargs`` so that a checkpoint can
@@ -45,8 +44,8 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     if name not in _BUILDERS:
         raise StemkitError(f"unknown model {name!r}; available: {', '.join(available())}")
     model = _BUILDERS[name](**kwargs)
-    model.model_name = name  # type: ignore[assignment]
-    model.init_kwargs = dict(kwargs)  # type: ignore[assignment]
+    model.model_name = name
+    model.init_kwargs = dict(kwargs)
     return model
 
 

@@ -162,8 +162,8 @@ def run_variant(
     grid: Grid, variant: Variant, config: TrainConfig, *, progress: bool = True
 ) -> Path:
     """Train one variant unless its run is finished, then score it unless already scored."""
+    from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
     from stemkit.evaluate import evaluate
-    from stemkit.train.checkpoint import load_checkpoint, model_from_checkpoint
     from stemkit.train.config import config_to_dict
     from stemkit.train.loop import check_same_run, run_finished, train
 
@@ -185,7 +185,7 @@ def run_variant(
     best = run_dir / "best.pt"
     if not best.is_file():
         raise StemkitError(f"{run_dir}: no best.pt to evaluate; the run saved no epoch")
-    model = model_from_checkpoint(load_checkpoint(best))
+    model = model_from_checkpoint(load_checkpoint(best), best)
     report = evaluate(
         model,
         config.data.root,

@@ -50,17 +50,18 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from stemkit import models
+from stemkit.artifacts.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    provenance,
+    save_checkpoint,
+)
 from stemkit.data.demucs_augment import DemucsAugment
 from stemkit.data.factory import full_tracks, training_dataset
 from stemkit.errors import StemkitError
 from stemkit.models.base import SeparationModel
 from stemkit.models.umx import OpenUnmix
 from stemkit.separator import Separator
-from stemkit.train.checkpoint import (
-    load_checkpoint,
-    provenance,
-    save_checkpoint,
-)
 from stemkit.train.config import (
     DataConfig,
     OptimConfig,
@@ -271,7 +272,13 @@ def train(
     if last_path.is_file():
         resumed = load_checkpoint(last_path)
         state = resumed["training_state"]
-        model.load_state_dict(resumed["state_dict"])
+        load_weights(
+            model,
+            resumed["state_dict"],
+            last_path,
+            hint="it was saved by another model configuration; choose another run folder "
+            "(run_dir=...) or delete it to start over",
+        )
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])

@@ -1,4 +1,4 @@
-"""Import the official Open-Unmix weights into stemkit checkpoints.
+"""Reading the official Open-Unmix weights: one upstream per-target file, parsed and checked.
 
 Open-Unmix publishes one file per target (``vocals-b62c91ce.pth``, ``drums.pth``, ...), each
 the ``state_dict`` of one core (reference/spec-notes.md §2.3). Two layouts exist:
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,26 +27,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stemkit.dsp.stft import bandwidth_to_max_bin
-from stemkit.errors import CheckpointError, StemkitError
+from stemkit.artifacts.checkpoint import sha256_of
+from stemkit.errors import CheckpointError
 from stemkit.models.umx import OpenUnmix
 
 __all__ = [
+    "ARCHITECTURE",
     "LEGACY_KEYS",
     "OpenUnmixWeights",
-    "import_openunmix",
+    "load_core",
     "load_openunmix_target",
     "read_openunmix_target",
+    "target_name",
 ]
 
 #: Keys of the 2019 (v1.0.0) layout that the core does not have.
 LEGACY_KEYS = ("sample_rate", "stft.window", "transform.0.window")
 
-#: Upstream defaults for what the weights do not record.
-DEFAULT_SAMPLE_RATE = 44100
-
 _HASH_SUFFIX = re.compile(r"^(?P<target>.+?)-[0-9a-f]{6,}$")
-_ARCHITECTURE = ("nb_bins", "nb_channels", "hidden_size", "nb_layers", "unidirectional", "max_bin")
+#: The core's constructor arguments, all read off the tensor shapes.
+ARCHITECTURE = ("nb_bins", "nb_channels", "hidden_size", "nb_layers", "unidirectional", "max_bin")
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class OpenUnmixWeights:
 
     def core_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`OpenUnmix` for these weights."""
-        return {name: getattr(self, name) for name in _ARCHITECTURE}
+        return {name: getattr(self, name) for name in ARCHITECTURE}
 
 
 def target_name(path: str | os.PathLike[str]) -> str:
@@ -160,8 +159,6 @@ def read_openunmix_target(path: str | os.PathLike[str]) -> OpenUnmixWeights:
         CheckpointError: the file is missing, not a state dict, lacks Open-Unmix keys, holds
             inconsistent shapes, or disagrees with its JSON; the message names the file.
     """
-    from stemkit.train.checkpoint import sha256_of
-
     path = Path(path)
     state = _load_state(path)
     target = target_name(path)
@@ -261,11 +258,12 @@ def read_openunmix_target(path: str | os.PathLike[str]) -> OpenUnmixWeights:
         metadata_files=metadata_files,
     )
     # a strict load catches every missing, unexpected or mis-shaped key in one message
-    _load_core(OpenUnmix(**weights.core_kwargs()), weights)
+    load_core(OpenUnmix(**weights.core_kwargs()), weights)
     return weights
 
 
-def _load_core(core: OpenUnmix, weights: OpenUnmixWeights) -> OpenUnmix:
+def load_core(core: OpenUnmix, weights: OpenUnmixWeights) -> OpenUnmix:
+    """Load ``weights`` into ``core`` strictly; a mismatch names the file and its sizes."""
     try:
         core.load_state_dict(weights.state_dict, strict=True)
     except RuntimeError as error:
@@ -290,142 +288,4 @@ def load_openunmix_target(path: str | os.PathLike[str]) -> OpenUnmix:
         CheckpointError: see :func:`read_openunmix_target`.
     """
     weights = read_openunmix_target(path)
-    return _load_core(OpenUnmix(**weights.core_kwargs()), weights)
-
-
-def _bandwidth_for(max_bin: int, sample_rate: int, n_fft: int, hints: Sequence[float]) -> float:
-    """A bandwidth in Hz that ``umx`` turns back into ``max_bin`` (a round one if possible)."""
-    candidates = [*hints, 16000.0, (max_bin - 0.5) * sample_rate / n_fft]
-    for bandwidth in candidates:
-        if bandwidth_to_max_bin(sample_rate, n_fft, bandwidth) == max_bin:
-            return float(bandwidth)
-    raise CheckpointError(  # pragma: no cover - the last candidate always fits
-        f"no bandwidth gives max_bin={max_bin} at {sample_rate} Hz with n_fft={n_fft}"
-    )
-
-
-def _agreed(values: list[tuple[Path, int | None]], what: str) -> int | None:
-    known = [(path, value) for path, value in values if value is not None]
-    for path, value in known[1:]:
-        if value != known[0][1]:
-            raise CheckpointError(
-                f"{path}: {what} {value} differs from {known[0][1]} in {known[0][0]}; the files "
-                "come from different models"
-            )
-    return known[0][1] if known else None
-
-
-def import_openunmix(
-    paths: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    targets: Sequence[str] | None = None,
-    niter: int = 1,
-    softmask: bool = False,
-    residual: bool = False,
-    wiener_win_len: int | None = 300,
-    sample_rate: int | None = None,
-    n_hop: int | None = None,
-) -> Path:
-    """Turn upstream per-target files into one stemkit ``umx`` checkpoint.
-
-    Args:
-        paths: one ``.pth`` per target, all from the same model (same sizes).
-        out: the checkpoint to write (with a ``.sha256`` beside it).
-        targets: stem names, one per path; default: from the file names.
-        niter: Wiener EM iterations at separation time (1, as upstream separates; 0 to
-            stream).
-        softmask: ratio-mask initial estimates.
-        residual: add a ``"residual"`` stem (mixture minus the targets).
-        wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
-        sample_rate: overrides what the files say; default: the files, else 44100.
-        n_hop: overrides what the JSON says; default: the JSON, else ``n_fft // 4``.
-
-    Returns:
-        ``out`` as a ``Path``.
-
-    Raises:
-        CheckpointError: a file is bad or disagrees with the others; the message names it.
-        StemkitError: bad names or options.
-    """
-    from stemkit.models import build
-    from stemkit.separator import Separator
-    from stemkit.train.checkpoint import provenance, save_checkpoint
-
-    if not paths:
-        raise StemkitError("give at least one Open-Unmix target file (.pth)")
-    all_weights = [read_openunmix_target(path) for path in paths]
-    names = list(targets) if targets is not None else [w.target for w in all_weights]
-    if len(names) != len(all_weights):
-        raise StemkitError(f"{len(names)} target name(s) for {len(all_weights)} file(s)")
-    if len(set(names)) != len(names):
-        raise StemkitError(
-            f"target names must be unique, got {', '.join(names)}; name them with --targets"
-        )
-    if niter > 0 and len(names) < 2 and not residual:
-        raise StemkitError(
-            "Wiener EM needs at least two stems: import more targets, add the residual stem, "
-            "or separate with niter 0"
-        )
-    first = all_weights[0]
-    for weights in all_weights[1:]:
-        for name in _ARCHITECTURE:
-            if getattr(weights, name) != getattr(first, name):
-                raise CheckpointError(
-                    f"{weights.path}: {name} {getattr(weights, name)} differs from "
-                    f"{getattr(first, name)} in {first.path}; all targets of one model must "
-                    "share their sizes"
-                )
-
-    assumed: list[str] = []
-    rate = sample_rate or _agreed([(w.path, w.sample_rate) for w in all_weights], "sample rate")
-    if rate is None:
-        rate = DEFAULT_SAMPLE_RATE
-        assumed.append(f"sample_rate={rate}")
-    hop = n_hop or _agreed([(w.path, w.n_hop) for w in all_weights], "hop size")
-    if hop is None:
-        hop = first.n_fft // 4
-        assumed.append(f"n_hop={hop}")
-    hints = [w.bandwidth for w in all_weights if w.bandwidth is not None]
-    bandwidth = _bandwidth_for(first.max_bin, rate, first.n_fft, hints)
-
-    try:
-        model = build(
-            "umx",
-            sources=names,
-            hidden_size=first.hidden_size,
-            nb_layers=first.nb_layers,
-            unidirectional=first.unidirectional,
-            sample_rate=rate,
-            nb_channels=first.nb_channels,
-            n_fft=first.n_fft,
-            n_hop=hop,
-            bandwidth=bandwidth,
-            niter=niter,
-            softmask=softmask,
-            residual=residual,
-            wiener_win_len=wiener_win_len,
-        )
-    except ValueError as error:  # an option out of range, e.g. a hop larger than n_fft
-        raise StemkitError(f"cannot build the umx model: {error}") from None
-    assert isinstance(model, Separator)
-    for name, weights in zip(names, all_weights, strict=True):
-        core = model.target_models[name]
-        assert isinstance(core, OpenUnmix)
-        _load_core(core, weights)
-    model.eval()
-    record = {
-        "converted_from": "openunmix",
-        "assumed": assumed,
-        "files": [
-            {
-                "path": str(w.path.resolve()),
-                "target": name,
-                "layout": w.layout,
-                "sha256": w.sha256,
-                "metadata": w.metadata_files,
-            }
-            for name, w in zip(names, all_weights, strict=True)
-        ],
-    }
-    return save_checkpoint(out, model, provenance={**provenance(), "openunmix_import": record})
+    return load_core(OpenUnmix(**weights.core_kwargs()), weights)

@@ -240,7 +240,7 @@ def _verify_content(path: Path, payload: dict[str, Any], sidecar_matches: bool) 
             raise CheckpointError(
                 f"{path}: holds no checksum of its own (saved by an older stemkit) and has no "
                 f"{path.name}.sha256 beside it, so damage cannot be ruled out; copy its .sha256 "
-                "file next to it (then stemkit.train.checkpoint.seal_checkpoint adds the inner "
+                "file next to it (then stemkit.artifacts.checkpoint.seal_checkpoint adds the inner "
                 "checksum)"
             )
         return
@@ -286,19 +286,13 @@ def model_from_checkpoint(
         raise CheckpointError(
             f"{where}: cannot build model {name!r} from its stored arguments {kwargs} ({error})"
         ) from error
-    assert isinstance(model, SeparationModel)
-    problem = _state_mismatch(model.state_dict(), state)
-    if problem is None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except (RuntimeError, TypeError, ValueError) as error:
-            problem = str(error).splitlines()[0]
-    if problem is not None:
-        raise CheckpointError(
-            f"{where}: its weights do not fit model {name!r} built from its stored arguments "
-            f"{kwargs} ({problem}); the file is damaged or its model name or arguments were "
-            "changed"
-        )
+    load_weights(
+        model,
+        state,
+        path,
+        hint=f"built from its stored arguments {kwargs}; the file is damaged or its model name "
+        "or arguments were changed",
+    )
     stored = (payload.get("sources"), payload.get("sample_rate"), payload.get("audio_channels"))
     built = (list(model.sources), int(model.sample_rate), int(model.audio_channels))
     if stored != built:
@@ -307,6 +301,36 @@ def model_from_checkpoint(
         )
     model.eval()
     return model
+
+
+def load_weights(
+    model: SeparationModel,
+    state: dict[str, Any],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    hint: str = "the file was saved for another model or configuration",
+) -> None:
+    """Load ``state`` into ``model`` strictly, or say in one line why it does not fit.
+
+    Args:
+        model: the model to fill.
+        state: a ``state_dict`` read from a checkpoint.
+        path: the file it came from, named in errors.
+        hint: what the mismatch likely means, appended to the error.
+
+    Raises:
+        CheckpointError: names missing, unexpected or reshaped weights, and the file.
+    """
+    where = str(path) if path is not None else "checkpoint"
+    problem = _state_mismatch(model.state_dict(), state)
+    if problem is None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, ValueError) as error:
+            problem = str(error).splitlines()[0]
+    if problem is not None:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise CheckpointError(f"{where}: its weights do not fit model {name!r} ({problem}); {hint}")
 
 
 def _state_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str | None:

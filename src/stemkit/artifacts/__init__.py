@@ -1,0 +1,31 @@
+"""Model files: stemkit checkpoints, the bundled weights, and converters of published weights.
+
+Below ``train/``, ``inference/`` and ``evaluation/`` and above ``models/``: separating a song
+loads its weights from here without importing anything of the training stack.
+
+- :mod:`~stemkit.artifacts.checkpoint`: the checkpoint format (save, load, verify, rebuild);
+- :mod:`~stemkit.artifacts.bundled`: the weights shipped with stemkit (``weights/``);
+- :mod:`~stemkit.artifacts.resolve`: ``--model NAME|PATH`` → a model (:func:`load_model`);
+- :mod:`~stemkit.artifacts.openunmix`: Open-Unmix's published per-target files → a checkpoint;
+- :mod:`~stemkit.artifacts.asteroid`: asteroid's X-UMX weights → our key names.
+"""
+
+from stemkit.artifacts.bundled import BUNDLED, DEFAULT_MODEL, bundled_path
+from stemkit.artifacts.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    sha256_of,
+)
+from stemkit.artifacts.resolve import load_model
+
+__all__ = [
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "bundled_path",
+    "load_checkpoint",
+    "load_model",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "sha256_of",
+]
