@@ -113,7 +113,7 @@ def worker(args: argparse.Namespace) -> None:
     """Fresh process: build the model and the song, separate once, report one JSON line."""
     from stemkit.inference import separate
     from stemkit.models import build
-    from stemkit.separator import Separator
+    from stemkit.models.spectral import Separator
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -352,7 +352,7 @@ def _run_worker(
 def _run_umx(args: argparse.Namespace) -> dict[str, Any]:
     """The umx rows: ours against ``openunmix`` on the same weights and audio."""
     from stemkit.models import build
-    from stemkit.separator import Separator
+    from stemkit.models.spectral import Separator
 
     duration = args.duration if args.duration is not None else 30.0
     repeats = args.repeats if args.repeats is not None else 3

@@ -121,7 +121,7 @@ def whole_signal_separation(model: torch.nn.Module, mixture: torch.Tensor) -> to
     from stemkit.dsp.wiener import wiener
 
     mix_stft = model.mixture_spectrogram(mixture)
-    estimates = model.forward_magnitudes(magnitude(mix_stft, mono=model.nb_channels == 1))
+    estimates = model.forward_magnitudes(magnitude(mix_stft, mono=model.audio_channels == 1))
     stems_stft = wiener(
         estimates,
         mix_stft,

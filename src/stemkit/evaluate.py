@@ -265,12 +265,10 @@ def _separate_and_score(
     references = torch.stack([_read_stem(track, s, channels) for s in sources])
     mixture = _track_mixture(track, channels)
     model_mixture = _resample_stems(mixture[None], track.sample_rate, model.sample_rate)[0]
-    oracle = getattr(model, "requires_references", False)
+    oracle = model.requires_references
     if oracle:
         # Oracles filter with the true stems, aligned sample by sample: whole tracks only.
-        model.set_references(  # type: ignore[operator]
-            _resample_stems(references, track.sample_rate, model.sample_rate)
-        )
+        model.set_references(_resample_stems(references, track.sample_rate, model.sample_rate))
     estimates = separate(
         model,
         model_mixture,
@@ -400,8 +398,8 @@ def _settings(
 ) -> dict[str, Any]:
     record = {
         "method": method,
-        "model_name": getattr(model, "model_name", type(model).__name__),
-        "model_kwargs": getattr(model, "init_kwargs", None),
+        "model_name": model.model_name or type(model).__name__,
+        "model_kwargs": model.init_kwargs if model.model_name else None,
         "sources": list(model.sources),
         "sample_rate": model.sample_rate,
         "metrics": metrics,

@@ -10,8 +10,8 @@ import torch
 
 from conftest import import_openunmix
 from stemkit.models import build
+from stemkit.models.spectral import Separator
 from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 
 UMXHQ_PER_TARGET = 8_893_348
 UMXL_PER_TARGET = 28_257_188

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from stemkit.artifacts.asteroid import convert_asteroid_state_dict
 from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from stemkit.models import build
+from stemkit.models.spectral import Separator, SpectralOptions
 from stemkit.models.umx import OpenUnmix
 from stemkit.models.xumx import XUMX
-from stemkit.separator import Separator
 from stemkit.train.config import resolve_config
 from stemkit.train.loop import train
 from stemkit.train.objectives import compute_loss
@@ -186,11 +186,17 @@ def test_branches_must_agree() -> None:
         "b": OpenUnmix(65, 2, 8, max_bin=40),
     }
     with pytest.raises(ValueError, match="same"):
-        XUMX(cores, sample_rate=8000, nb_channels=2, n_fft=128, n_hop=32)
+        XUMX(cores, SpectralOptions(sample_rate=8000, audio_channels=2, n_fft=128, n_hop=32))
     with pytest.raises(ValueError, match="n_fft"):
-        XUMX({"a": OpenUnmix(65, 2, 16)}, sample_rate=8000, nb_channels=2, n_fft=256, n_hop=64)
+        XUMX(
+            {"a": OpenUnmix(65, 2, 16)},
+            SpectralOptions(sample_rate=8000, audio_channels=2, n_fft=256, n_hop=64),
+        )
     with pytest.raises(TypeError, match="OpenUnmix"):
-        XUMX({"a": nn.Linear(2, 2)}, sample_rate=8000, nb_channels=2, n_fft=128, n_hop=32)
+        XUMX(
+            {"a": nn.Linear(2, 2)},  # type: ignore[dict-item]
+            SpectralOptions(sample_rate=8000, audio_channels=2, n_fft=128, n_hop=32),
+        )
 
 
 class _AsteroidLayout(nn.Module):

@@ -12,8 +12,8 @@ import torch
 from conftest import import_openunmix, randomize_umx_core
 from stemkit.dsp.wiener import expectation_maximization, wiener
 from stemkit.models import build
+from stemkit.models.spectral import Separator
 from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 
 RATE = 44100
 

@@ -19,7 +19,7 @@ import torch
 from conftest import whole_signal_separation
 from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd
 from stemkit.models import build
-from stemkit.separator import Separator
+from stemkit.models.spectral import Separator
 
 RATE = 8000
 

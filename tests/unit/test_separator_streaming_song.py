@@ -16,8 +16,8 @@ from conftest import whole_signal_separation
 from stemkit.dsp.stft import STFT
 from stemkit.dsp.wiener import wiener
 from stemkit.models import build
+from stemkit.models.spectral import Separator
 from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 
 RATE = 8000
 
@@ -209,8 +209,8 @@ def test_filter_in_bin_chunks_equalswhole_signal_separation(
     channels: int,
 ) -> None:
     # the EM is per frequency bin but the rescaling is per block: chunks must share it
-    monkeypatch.setattr("stemkit.separator._FILTER_BINS", filter_bins)
-    monkeypatch.setattr("stemkit.separator._INVERT_FRAMES", invert_frames)
+    monkeypatch.setattr("stemkit.models.spectral.frames._FILTER_BINS", filter_bins)
+    monkeypatch.setattr("stemkit.models.spectral.frames._INVERT_FRAMES", invert_frames)
     model = _tiny(
         niter=niter, softmask=softmask, residual=residual, nb_channels=channels, wiener_win_len=23
     )

@@ -9,8 +9,8 @@ from conftest import randomize_umx_core
 from stemkit.errors import StemkitError
 from stemkit.inference.streaming import StreamingSeparator, streaming_latency
 from stemkit.models import build
+from stemkit.models.spectral import Separator
 from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 
 RATE = 44100
 N_FFT, N_HOP = 512, 128
@@ -134,7 +134,7 @@ def test_state_is_carried(
     half = 16 * 1024
     first = torch.cat([stream.process(mixture[:, i : i + 1024]) for i in range(0, half, 1024)], -1)
     assert _rel_err(first[..., latency:], offline[..., : half - latency]) < 1e-5
-    stream._lstm_states.clear()  # the recurrent memory only; buffers stay
+    stream.frames.reset()  # the recurrent memory only; buffers stay
     rest = stream.flush(mixture[:, half:])
     assert _rel_err(rest[..., latency:], offline[..., half:]) > 1e-3
 

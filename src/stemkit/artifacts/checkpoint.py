@@ -87,7 +87,7 @@ def save_checkpoint(
     The model must come from :func:`stemkit.models.build` (it carries ``model_name`` and
     ``init_kwargs``). The payload carries its own checksum (:data:`CONTENT_HASH_KEY`).
     """
-    if not hasattr(model, "model_name"):
+    if not model.model_name:
         raise CheckpointError(
             "the model was not built through stemkit.models.build, so it cannot be rebuilt "
             "from a checkpoint"
@@ -329,7 +329,7 @@ def load_weights(
         except (RuntimeError, TypeError, ValueError) as error:
             problem = str(error).splitlines()[0]
     if problem is not None:
-        name = getattr(model, "model_name", type(model).__name__)
+        name = model.model_name or type(model).__name__
         raise CheckpointError(f"{where}: its weights do not fit model {name!r} ({problem}); {hint}")
 
 

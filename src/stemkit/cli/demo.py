@@ -62,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print("separating")
-    estimates = separate(
-        model, mixture, segment=getattr(model, "segment", None) or 10.0, progress=True
-    )
+    estimates = separate(model, mixture, segment=model.default_segment, progress=True)
     stems_dir = out / "stems"
     stems_dir.mkdir(parents=True, exist_ok=True)
     for name, stem in zip(model.sources, estimates, strict=True):

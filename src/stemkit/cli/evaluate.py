@@ -35,7 +35,12 @@ def add_parser(subparsers: Any) -> None:
         choices=["fast", "full"],
         help="fast: frame SDR and uSDR; full: BSS Eval v4 SDR, ISR, SIR, SAR and uSDR",
     )
-    parser.add_argument("--segment", type=float, default=None, help="chunk length in seconds")
+    parser.add_argument(
+        "--segment",
+        type=float,
+        default=None,
+        help="chunk length in seconds (default: the model's own; 0 = whole tracks)",
+    )
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         args.subset,
         method=str(args.model),
         metrics=args.metrics,
-        segment=args.segment if args.segment is not None else getattr(model, "segment", None),
+        segment=model.default_segment if args.segment is None else args.segment or None,
         overlap=args.overlap,
         device=args.device,
         out_dir=args.out,

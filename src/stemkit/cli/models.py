@@ -132,7 +132,7 @@ def run_import(args: argparse.Namespace) -> int:
     layouts = sorted({entry["layout"] for entry in record["files"]})
     print(
         f"imported {', '.join(payload['sources'])} ({'/'.join(layouts)} layout): hidden "
-        f"{kwargs['hidden_size']}, {kwargs['nb_channels']} channel(s), {kwargs['sample_rate']} "
+        f"{kwargs['hidden_size']}, {kwargs['audio_channels']} channel(s), {kwargs['sample_rate']} "
         f"Hz, n_fft {kwargs['n_fft']}, hop {kwargs['n_hop']}, niter {kwargs['niter']}",
         file=sys.stderr,
     )

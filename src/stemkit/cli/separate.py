@@ -44,11 +44,6 @@ if TYPE_CHECKING:
 SUBTYPES: dict[int, str] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
 
 
-#: Chunk length for models that declare none: a 10-minute song through the umxhq-size separator
-#: peaks at about 1.9 GB in 15 s chunks against 8.4 GB whole (bench/results/long_song.md).
-DEFAULT_SEGMENT = 15.0
-
-
 def add_parser(subparsers: Any) -> None:
     """Declare ``stemkit separate``."""
     parser = subparsers.add_parser(
@@ -71,8 +66,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         metavar="S",
-        help=f"chunk length in seconds (default: the model's own, else {DEFAULT_SEGMENT:g} s, "
-        "which keeps memory bounded on long songs; 0 = the whole song at once)",
+        help="chunk length in seconds (default: the model's own, e.g. the whole song for "
+        "Open-Unmix, 15 s for waveform and band-split models; 0 = the whole song at once)",
     )
     parser.add_argument(
         "--overlap",
@@ -196,13 +191,13 @@ def _separate_all(
     from stemkit.inference import check_settings, separate
 
     model = load_model(args.model)
-    if getattr(model, "requires_references", False):
+    if model.requires_references:
         raise StemkitError(
             f"{args.model} is an oracle: it needs the true stems, which a song to separate does "
             f"not have; score it with `stemkit evaluate --model {args.model} --data DIR`"
         )
     if args.segment is None:
-        segment = getattr(model, "segment", None) or DEFAULT_SEGMENT
+        segment = model.default_segment
     else:
         segment = args.segment or None  # 0 asks for the whole song at once
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["expectation_maximization", "initial_estimates", "wiener"]
+__all__ = ["expectation_maximization", "initial_estimates", "wiener", "wiener_block"]
 
 
 def initial_estimates(
@@ -206,3 +206,62 @@ def wiener(
         else:
             blocks.append(y_b * scale)
     return y if in_place else torch.cat(blocks, dim=-1)
+
+
+def wiener_block(
+    spectrograms: Tensor,
+    mix_stft: Tensor,
+    iterations: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    scale_factor: float = 10.0,
+    bins_per_step: int = 256,
+) -> Tensor:
+    """:func:`wiener` on one block of frames (``win_len=None``), a few bins at a time.
+
+    Everything in the filter is per frequency bin (the EM statistics pool over the block's
+    frames, never over bins) except the block's rescaling, ``max(1, max|x| / scale_factor)``:
+    with the scale taken from the whole block, the bins are filtered ``bins_per_step`` at a
+    time, which bounds the EM temporaries to a fraction of the block. The result equals
+    ``wiener(..., win_len=None)`` on the block up to float rounding.
+
+    Args:
+        spectrograms: ``(..., nb_sources, nb_channels|1, nb_bins, nb_block_frames)``.
+        mix_stft: complex ``(..., nb_channels, nb_bins, nb_block_frames)``.
+        iterations: EM steps; 0 returns the initial estimates.
+        softmask: initial estimates by ratio mask instead of mixture phase.
+        residual: add ``mix - Σ estimates`` as a last source before EM.
+        scale_factor: see :func:`wiener`.
+        bins_per_step: frequency bins filtered at once; a memory knob only.
+
+    Returns:
+        Complex ``(..., nb_sources (+1), nb_channels, nb_bins, nb_block_frames)``.
+    """
+    nb_bins = mix_stft.shape[-2]
+    if iterations == 0 or nb_bins <= bins_per_step:
+        return wiener(
+            spectrograms,
+            mix_stft,
+            iterations=iterations,
+            softmask=softmask,
+            residual=residual,
+            scale_factor=scale_factor,
+            win_len=None,
+        )
+    # wiener's per-block scaling, per batch item
+    max_abs = torch.clamp(mix_stft.abs().amax(dim=(-3, -2, -1), keepdim=True) / scale_factor, min=1)
+    scale = max_abs.unsqueeze(-4)
+    out: Tensor | None = None
+    for low in range(0, nb_bins, bins_per_step):
+        high = min(low + bins_per_step, nb_bins)
+        x_bins = mix_stft[..., low:high, :]
+        y = initial_estimates(
+            spectrograms[..., low:high, :], x_bins, softmask=softmask, residual=residual
+        )
+        y, _, _ = expectation_maximization(y / scale, x_bins / max_abs, iterations)
+        if out is None:
+            out = y.new_empty(*y.shape[:-2], nb_bins, y.shape[-1])
+        out[..., low:high, :] = y * scale
+        del y
+    assert out is not None
+    return out

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from stemkit.models.base import SeparationModel
+
 #: Largest random delay of the shift trick, in seconds (the value Demucs uses).
 MAX_SHIFT_SECONDS = 0.5
 
@@ -49,7 +51,7 @@ def check_settings(segment: float | None, overlap: float, batch_size: int, shift
 
 
 def separate(
-    model: nn.Module,
+    model: SeparationModel,
     mixture: Tensor,
     *,
     segment: float | None = None,
@@ -63,9 +65,10 @@ def separate(
     """Separate a whole mixture with ``model``, chunk by chunk.
 
     Args:
-        model: maps ``(batch, channels, time)`` to ``(batch, sources, channels, time)``.
-            It needs a ``sample_rate`` attribute when ``segment`` or ``shifts`` is used.
-            It is moved to ``device`` and run in eval mode (its mode is restored after).
+        model: maps ``(batch, channels, time)`` to ``(batch, sources, channels, time)``; its
+            ``audio_channels`` must match the mixture, and ``segment`` and the shift delays
+            are counted at its ``sample_rate``. It is moved to ``device`` and run in eval mode
+            (its mode is restored after).
         mixture: ``(channels, time)``.
         segment: chunk length in seconds; None runs the whole mixture at once.
         overlap: overlap of neighbouring chunks as a fraction of ``segment``, in [0, 0.5].
@@ -90,18 +93,13 @@ def separate(
     if not mixture.is_floating_point():
         raise ValueError(f"the mixture must be a float tensor, got {mixture.dtype}")
     nb_channels, nb_samples = mixture.shape
-    expected_channels = getattr(model, "audio_channels", nb_channels)
-    if expected_channels != nb_channels:
+    if model.audio_channels != nb_channels:
         raise ValueError(
-            f"the model takes {expected_channels} channel(s) but the mixture has {nb_channels}"
+            f"the model takes {model.audio_channels} channel(s) but the mixture has {nb_channels}"
         )
-    rate: int | None = getattr(model, "sample_rate", None)
-    if rate is None and (segment is not None or shifts):
-        raise ValueError("segment and shifts are in seconds, so the model needs a sample_rate")
-
+    rate = model.sample_rate
     segment_length = None
     if segment is not None:
-        assert rate is not None
         segment_length = max(1, round(segment * rate))
     # Floor keeps overlap_length ≤ hop, which the two-chunk cross-fade relies on.
     overlap_length = 0 if segment_length is None else int(overlap * segment_length)

@@ -1,10 +1,12 @@
-"""Real-time separation with causal Open-Unmix: blocks of samples in, blocks of stems out.
+"""Real-time separation of causal models: blocks of samples in, blocks of stems out.
 
-:class:`StreamingSeparator` wraps a :class:`stemkit.separator.Separator` whose cores are
-unidirectional Open-Unmix cores and which filters with the mixture phase (``niter=0``). It
+:class:`StreamingSeparator` wraps any model that can give a
+:class:`~stemkit.models.base.FrameStream` (``model.frame_stream()``; today a causal Open-Unmix
+separator: unidirectional cores, mixture phase, ``niter=0``). It
 keeps three pieces of state between calls: the STFT analysis buffer (input samples that do not
-yet fill a frame), the LSTM hidden and cell states of every core, and the overlap-add buffer
-of the synthesis (frames whose window has not been fully summed yet).
+yet fill a frame), the model's own state inside its frame stream (the LSTM hidden and cell
+states of every core), and the overlap-add buffer of the synthesis (frames whose window has not
+been fully summed yet).
 
 Exactness and latency. The stream reproduces the offline separator, including its
 ``center=True`` STFT: the reflect padding at the start needs only the first ``n_fft // 2 + 1``
@@ -30,17 +32,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from stemkit.dsp.stft import magnitude
-from stemkit.dsp.wiener import wiener
-from stemkit.errors import StemkitError
-from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
+from stemkit.models.base import SeparationModel
 
 __all__ = ["StreamingSeparator", "streaming_latency"]
-
-LSTMState = tuple[Tensor, Tensor]
 
 
 def _finalized(received: int, n_fft: int, n_hop: int) -> int:
@@ -80,21 +76,21 @@ def streaming_latency(n_fft: int, n_hop: int, block_size: int | None = None) -> 
 
 
 class StreamingSeparator:
-    """Block-by-block separation with a causal Open-Unmix ``Separator``.
+    """Block-by-block separation with a causal model.
 
-    The separator is put in eval mode (batch norm must use its running statistics, and LSTM
+    The model is put in eval mode (batch norm must use its running statistics, and LSTM
     dropout must be off, for a frame's output to depend on the past only).
 
     Args:
-        separator: a ``Separator`` whose cores are all unidirectional :class:`OpenUnmix` cores
-            and whose ``niter`` is 0, e.g. ``build("umx", unidirectional=True)``.
+        separator: a model whose :meth:`~stemkit.models.base.SeparationModel.frame_stream`
+            succeeds, e.g. ``build("umx", unidirectional=True)`` (``niter`` 0).
         block_size: the number of samples every :meth:`process` call will hold, which lowers
             the latency (see the module docstring); ``None`` accepts blocks of any size.
 
     Raises:
-        StemkitError: the separator looks into the future (a bidirectional LSTM reads later
-            frames; Wiener EM pools statistics over blocks of frames), or its cores are not
-            Open-Unmix cores.
+        StemkitError: the model cannot stream (it looks into the future: a bidirectional LSTM
+            reads later frames, Wiener EM pools statistics over blocks of frames; or it does
+            not work on STFT frames).
 
     Example:
         >>> stream = StreamingSeparator(build("umx", unidirectional=True), block_size=1024)
@@ -103,36 +99,15 @@ class StreamingSeparator:
         >>> tail = stream.flush()  # (sources, channels, latency_samples)
     """
 
-    def __init__(self, separator: Separator, block_size: int | None = None) -> None:
-        if not isinstance(separator, Separator):
-            raise StemkitError(
-                f"streaming needs a stemkit Separator (a spectrogram model such as umx), got "
-                f"{type(separator).__name__}"
-            )
-        for name, core in separator.target_models.items():
-            if not isinstance(core, OpenUnmix):
-                raise StemkitError(
-                    f"target {name!r} has a {type(core).__name__} core; streaming supports "
-                    "Open-Unmix cores only"
-                )
-            if not core.unidirectional:
-                raise StemkitError(
-                    f"target {name!r} has a bidirectional LSTM, whose backward direction reads "
-                    "future frames, so it cannot stream; build the model with "
-                    "unidirectional=True (and train it so)"
-                )
-        if separator.niter != 0:
-            raise StemkitError(
-                f"the separator refines its estimates with {separator.niter} Wiener EM "
-                f"iteration(s), which pool statistics over blocks of up to "
-                f"{separator.wiener_win_len} frames, future ones included; set niter=0 to stream"
-            )
+    def __init__(self, separator: SeparationModel, block_size: int | None = None) -> None:
+        frames = separator.frame_stream()
         if block_size is not None and block_size < 1:
             raise ValueError(f"block_size must be a positive number of samples, got {block_size}")
         self.separator = separator.eval()
+        self.frames = frames
         self.block_size = block_size
-        self.n_fft = separator.n_fft
-        self.n_hop = separator.n_hop
+        self.n_fft = frames.n_fft
+        self.n_hop = frames.n_hop
         self._pad = self.n_fft // 2
         self._latency = streaming_latency(self.n_fft, self.n_hop, block_size)
         parameter = next(separator.parameters(), None)
@@ -163,7 +138,7 @@ class StreamingSeparator:
     def describe(self) -> str:
         """One line: the stream's configuration and its latency in samples and seconds."""
         blocks = "any size" if self.block_size is None else f"{self.block_size} samples"
-        name = getattr(self.separator, "model_name", type(self.separator).__name__)
+        name = self.separator.model_name or type(self.separator).__name__
         return (
             f"streaming {name}: {len(self.sources)} stems ({', '.join(self.sources)}), "
             f"{self.sample_rate} Hz, n_fft {self.n_fft}, hop {self.n_hop}, blocks of {blocks}; "
@@ -182,7 +157,7 @@ class StreamingSeparator:
         self._buffer_start = 0
         self._tail = torch.zeros(0, device=self._device)  # the last pad + 1 raw samples
         self._next_frame = 0
-        self._lstm_states: dict[str, LSTMState] = {}
+        self.frames.reset()
         # synthesis: overlap-added windowed frames and summed squared windows from padded
         # sample _ola_start on; _ready holds final output samples not given out yet
         self._ola = torch.zeros(0, device=self._device)
@@ -233,7 +208,7 @@ class StreamingSeparator:
         if block is not None:
             self._append(self._check_block(block))
         total = self._received
-        channels = self._channels if self._channels is not None else self.separator.nb_channels
+        channels = self._channels if self._channels is not None else self.separator.audio_channels
         if total == 0:
             self.reset()
             return torch.zeros(len(self.sources), channels, 0, device=self._device)
@@ -260,7 +235,7 @@ class StreamingSeparator:
         if block.is_complex():
             raise ValueError("expected a real waveform block, got a complex tensor")
         channels = block.shape[0]
-        if self.separator.nb_channels == 2 and channels != 2:
+        if self.separator.audio_channels == 2 and channels != 2:
             raise ValueError(f"this separator takes stereo blocks, got {channels} channel(s)")
         if self._channels is not None and channels != self._channels:
             raise ValueError(
@@ -306,63 +281,12 @@ class StreamingSeparator:
             onesided=True,
             return_complex=True,
         ).unsqueeze(0)  # (1, channels, nb_bins, nb_frames)
-        stems = self._separate_frames(mix_stft)[0]  # (sources, channels, nb_bins, nb_frames)
+        stems = self.frames(mix_stft)[0]  # (sources, channels, nb_bins, nb_frames)
         self._overlap_add(stems, first)
         self._next_frame = last + 1
         keep_from = self._next_frame * self.n_hop
         self._buffer = self._buffer[:, keep_from - self._buffer_start :]
         self._buffer_start = keep_from
-
-    def _separate_frames(self, mix_stft: Tensor) -> Tensor:
-        """The separator's forward on a run of frames, carrying each core's LSTM state."""
-        sep = self.separator
-        mix_mag = magnitude(mix_stft, mono=sep.nb_channels == 1)
-        frames = mix_mag.permute(3, 0, 1, 2)  # (nb_frames, 1, nb_channels, nb_bins)
-        estimates = []
-        for name, core in sep.target_models.items():
-            assert isinstance(core, OpenUnmix)
-            encoded = core.encode(frames)
-            lstm_out = self._lstm_steps(name, core.lstm, encoded)
-            masked = core.decode(torch.cat([encoded, lstm_out], dim=-1), frames)
-            estimates.append(masked.permute(1, 2, 3, 0))
-        return wiener(
-            torch.stack(estimates, dim=1),
-            mix_stft,
-            iterations=0,
-            softmask=sep.softmask,
-            residual=sep.residual,
-        )
-
-    def _lstm_steps(self, name: str, lstm: nn.LSTM, inputs: Tensor) -> Tensor:
-        """Run ``lstm`` over ``inputs`` ``(nb_frames, batch, features)`` from the saved state.
-
-        Frame by frame with the fused cell: ``nn.LSTM`` on CPU re-packs its weights for oneDNN
-        on every call, which costs several times the arithmetic of one frame.
-        """
-        state = self._lstm_states.get(name)
-        if state is None:
-            zeros = inputs.new_zeros(lstm.num_layers, inputs.shape[1], lstm.hidden_size)
-            state = (zeros, zeros)
-        hidden, cell = list(state[0].unbind(0)), list(state[1].unbind(0))
-        weights = [
-            (
-                getattr(lstm, f"weight_ih_l{layer}"),
-                getattr(lstm, f"weight_hh_l{layer}"),
-                getattr(lstm, f"bias_ih_l{layer}") if lstm.bias else None,
-                getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None,
-            )
-            for layer in range(lstm.num_layers)
-        ]
-        outputs = []
-        for frame in inputs:
-            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-                hidden[layer], cell[layer] = torch.lstm_cell(
-                    frame, (hidden[layer], cell[layer]), w_ih, w_hh, b_ih, b_hh
-                )
-                frame = hidden[layer]
-            outputs.append(frame)
-        self._lstm_states[name] = (torch.stack(hidden), torch.stack(cell))
-        return torch.stack(outputs)
 
     def _overlap_add(self, stems: Tensor, first: int) -> None:
         """Add the inverse FFTs of ``stems`` (frames ``first``, ...) into the synthesis buffer."""
@@ -404,7 +328,7 @@ class StreamingSeparator:
     def _emit(self, until: int) -> Tensor:
         """Stream positions ``[emitted, until)``: zeros within the delay, then ready samples."""
         count = until - self._emitted
-        channels = self._channels if self._channels is not None else self.separator.nb_channels
+        channels = self._channels if self._channels is not None else self.separator.audio_channels
         zeros = min(max(self._latency - self._emitted, 0), count)
         needed = count - zeros
         pieces = [torch.zeros(len(self.sources), channels, zeros, device=self._device)]

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from stemkit.dsp.bands import CONVERSIONS, band_widths, layout_for_source, resolve_layout
 from stemkit.dsp.stft import ISTFT, STFT
 from stemkit.errors import StemkitError
+from stemkit.losses import tf_l1_loss
 from stemkit.models.base import SeparationModel
 from stemkit.models.blocks.attention import FullBandAttention
 from stemkit.models.blocks.bandsplit import BandSplit
@@ -322,6 +323,15 @@ class BSRNN(SeparationModel):
         else:
             for source in sources:
                 self.networks[source] = BandSplitNetwork(widths(source), 1, **common)
+
+    def training_loss(self, mixture: Tensor, stems: Tensor, loss_name: str) -> Tensor:
+        """``tf_l1`` (the replication's t+tf loss: L1 on the waveforms and on the real and
+        imaginary parts of the spectrograms); other names as
+        :meth:`SeparationModel.training_loss`."""
+        if loss_name == "tf_l1":
+            waveforms, spectrograms = self.forward_with_spec(mixture)
+            return tf_l1_loss(waveforms, stems, spectrograms, self.stft(stems))
+        return super().training_loss(mixture, stems, loss_name)
 
     def forward_with_spec(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
         """Separate ``mixture`` and return the stems with their spectrograms.

@@ -370,6 +370,13 @@ class HourglassSeparator(SeparationModel):
         """
         return self.masks(mix_mag) * mix_mag.unsqueeze(1)
 
+    def training_loss(self, mixture: Tensor, stems: Tensor, loss_name: str) -> Tensor:
+        """``stacked_l1`` (:func:`stacked_mask_loss`, the SH-Net recipe); other names as
+        :meth:`SeparationModel.training_loss`."""
+        if loss_name == "stacked_l1":
+            return stacked_mask_loss(self, mixture, stems)
+        return super().training_loss(mixture, stems, loss_name)
+
     def forward(self, mixture: Tensor) -> Tensor:
         """Separate ``mixture`` ``(batch, 1, time)`` into ``(batch, nb_sources, 1, time)``."""
         if mixture.dim() != 3:

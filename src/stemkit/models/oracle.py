@@ -217,6 +217,11 @@ class OracleSeparator(SeparationModel):
 
     requires_references: ClassVar[bool] = True
 
+    @property
+    def default_segment(self) -> float | None:
+        """None: the references are aligned with the whole track, sample by sample."""
+        return None
+
     def __init__(
         self,
         kind: str = "irm2",

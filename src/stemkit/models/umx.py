@@ -2,7 +2,7 @@
 
 The core keeps the layer order, attribute names and therefore the ``state_dict`` keys of the
 ``openunmix`` package (reference/spec-notes.md §2.3), so that its published weights load with
-``load_state_dict`` unchanged. One core per target; :class:`stemkit.separator.Separator` turns
+``load_state_dict`` unchanged. One core per target; :class:`stemkit.models.spectral.Separator` turns
 the cores into a waveform-to-stems model.
 """
 
@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from stemkit import MUSDB_SOURCES
 from stemkit.dsp.stft import bandwidth_to_max_bin
 from stemkit.models.registry import register
-from stemkit.separator import Separator
+from stemkit.models.spectral import MaskingCore, Separator, SpectralOptions
 
-__all__ = ["OpenUnmix", "umx"]
+__all__ = ["OpenUnmix", "umx", "umx_cores"]
 
 ArrayLike = Tensor | np.ndarray | Sequence[float]
 
@@ -33,7 +33,7 @@ def _as_vector(values: ArrayLike, name: str) -> Tensor:
     return vector
 
 
-class OpenUnmix(nn.Module):
+class OpenUnmix(MaskingCore):
     """Open-Unmix core: magnitude spectrogram in, masked magnitude spectrogram out.
 
     Layers: crop to ``max_bin`` bins → standardise (``+ input_mean``, ``× input_scale``) →
@@ -60,9 +60,12 @@ class OpenUnmix(nn.Module):
     """
 
     #: ``forward(x) == decode(cat(encode(x), lstm(encode(x))), x)`` with ``encode`` and
-    #: ``decode`` frame-wise in eval mode: lets :class:`~stemkit.separator.Separator` separate a
-    #: whole song in frame blocks. A subclass that changes ``forward`` must set it to False.
+    #: ``decode`` frame-wise in eval mode: lets :class:`~stemkit.models.spectral.Separator`
+    #: separate a whole song in frame blocks. A subclass that changes ``forward`` must set it
+    #: to False.
     encode_lstm_decode: ClassVar[bool] = True
+    #: the input standardisation is fitted on the training mixtures (:meth:`set_statistics`)
+    uses_statistics: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -183,21 +186,45 @@ class OpenUnmix(nn.Module):
         return F.relu(h * self.output_scale + self.output_mean) * mix
 
 
+def umx_cores(
+    sources: Sequence[str],
+    options: SpectralOptions,
+    hidden_size: int = 512,
+    nb_layers: int = 3,
+    unidirectional: bool = False,
+    bandwidth: float = 16000,
+) -> dict[str, OpenUnmix]:
+    """One fresh :class:`OpenUnmix` core per source, sized for ``options``.
+
+    Raises:
+        ValueError: no source, or a name given twice.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("an Open-Unmix model needs at least one source name")
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"source names must be unique, got {sources}")
+    return {
+        name: OpenUnmix(
+            nb_bins=options.n_fft // 2 + 1,
+            nb_channels=options.audio_channels,
+            hidden_size=hidden_size,
+            nb_layers=nb_layers,
+            unidirectional=unidirectional,
+            max_bin=bandwidth_to_max_bin(options.sample_rate, options.n_fft, bandwidth),
+        )
+        for name in sources
+    }
+
+
 @register("umx")
 def umx(
     sources: Sequence[str] = MUSDB_SOURCES,
     hidden_size: int = 512,
     nb_layers: int = 3,
     unidirectional: bool = False,
-    sample_rate: int = 44100,
-    nb_channels: int = 2,
-    n_fft: int = 4096,
-    n_hop: int = 1024,
     bandwidth: float = 16000,
-    niter: int = 0,
-    softmask: bool = False,
-    residual: bool = False,
-    wiener_win_len: int | None = 300,
+    **options: Any,
 ) -> Separator:
     """Open-Unmix separator: one :class:`OpenUnmix` core per source inside a ``Separator``.
 
@@ -210,45 +237,11 @@ def umx(
         hidden_size: core width.
         nb_layers: LSTM layers.
         unidirectional: causal cores.
-        sample_rate: rate in Hz.
-        nb_channels: 1 or 2.
-        n_fft: FFT size.
-        n_hop: hop size.
         bandwidth: input bandwidth in Hz (sets ``max_bin``).
-        niter: Wiener EM iterations at separation time.
-        softmask: ratio-mask initial estimates.
-        residual: add a ``"residual"`` stem.
-        wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
+        **options: the fields of :class:`~stemkit.models.spectral.SpectralOptions`
+            (``sample_rate``, ``audio_channels``, ``n_fft``, ``n_hop``, ``niter``, ``softmask``,
+            ``residual``, ``wiener_win_len``); ``nb_channels`` is read as ``audio_channels``.
     """
-    sources = list(sources)
-    if not sources:
-        raise ValueError("umx needs at least one source name")
-    if len(set(sources)) != len(sources):
-        raise ValueError(f"source names must be unique, got {sources}")
-    nb_bins = n_fft // 2 + 1
-    max_bin = bandwidth_to_max_bin(sample_rate, n_fft, bandwidth)
-    cores: dict[str, nn.Module] = {
-        name: OpenUnmix(
-            nb_bins=nb_bins,
-            nb_channels=nb_channels,
-            hidden_size=hidden_size,
-            nb_layers=nb_layers,
-            unidirectional=unidirectional,
-            max_bin=max_bin,
-        )
-        for name in sources
-    }
-    options: dict[str, Any] = {
-        "niter": niter,
-        "softmask": softmask,
-        "residual": residual,
-        "wiener_win_len": wiener_win_len,
-    }
-    return Separator(
-        cores,
-        sample_rate=sample_rate,
-        nb_channels=nb_channels,
-        n_fft=n_fft,
-        n_hop=n_hop,
-        **options,
-    )
+    spectral = SpectralOptions.from_kwargs(options)
+    cores = umx_cores(sources, spectral, hidden_size, nb_layers, unidirectional, bandwidth)
+    return Separator(cores, spectral)

@@ -10,7 +10,7 @@ One Open-Unmix branch per source, with two averaging operations across the branc
 
 The bridges add no parameters: the branches *are* :class:`~stemkit.models.umx.OpenUnmix` cores
 (4 × 8,893,348 = 35,573,392 parameters at the MUSDB settings), held by a
-:class:`~stemkit.separator.Separator` subclass whose ``forward_magnitudes`` runs them jointly.
+:class:`~stemkit.models.spectral.Separator` subclass whose ``forward_magnitudes`` runs them jointly.
 So X-UMX shares Open-Unmix's STFT, Wiener filtering, training views, input statistics and
 ``state_dict`` keys (``target_models.<source>.fc1.weight``, ...), and a trained UMX can seed it
 branch by branch. Weights saved by asteroid's ``XUMX`` use other key names; see
@@ -20,14 +20,15 @@ branch by branch. Weights saved by asteroid's ``XUMX`` use other key names; see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from stemkit import MUSDB_SOURCES
 from stemkit.models.registry import register
-from stemkit.models.umx import OpenUnmix, umx
-from stemkit.separator import Separator
+from stemkit.models.spectral import MaskingCore, Separator, SpectralOptions
+from stemkit.models.umx import OpenUnmix, umx_cores
 
 __all__ = ["XUMX", "xumx"]
 
@@ -35,52 +36,33 @@ __all__ = ["XUMX", "xumx"]
 class XUMX(Separator):
     """X-UMX: Open-Unmix cores run jointly through the two bridging averages.
 
-    The waveform path is :class:`~stemkit.separator.Separator`'s (STFT, magnitudes, Wiener or
-    mixture phase, iSTFT); only :meth:`forward_magnitudes` differs.
+    The waveform path is :class:`~stemkit.models.spectral.Separator`'s (STFT, magnitudes,
+    Wiener or mixture phase, iSTFT); only :meth:`forward_magnitudes` differs.
 
     Args:
         target_models: one :class:`OpenUnmix` core per source, in output order, all with the
             same ``nb_bins``, ``max_bin``, ``nb_channels``, ``hidden_size``, LSTM depth and
             direction.
+        options: STFT, channels and filtering (:class:`~stemkit.models.spectral.SpectralOptions`).
         bridging: average across branches as X-UMX does. ``False`` runs the branches
             independently, which makes the model exactly a set of Open-Unmix cores (the
             paper's ablation baseline).
-        **options: the keyword arguments of :class:`~stemkit.separator.Separator`
-            (``sample_rate``, ``nb_channels``, ``n_fft``, ``n_hop``, ``niter``, ``softmask``,
-            ``residual``, ``wiener_win_len``).
 
     Shapes:
-        forward: ``(batch, nb_channels, time)`` → ``(batch, nb_sources, nb_channels, time)``.
-        forward_magnitudes: ``(batch, nb_channels, nb_bins, nb_frames)`` →
-        ``(batch, nb_targets, nb_channels, nb_bins, nb_frames)``.
+        forward: ``(batch, audio_channels, time)`` → ``(batch, nb_sources, audio_channels, time)``.
+        forward_magnitudes: ``(batch, audio_channels, nb_bins, nb_frames)`` →
+        ``(batch, nb_targets, audio_channels, nb_bins, nb_frames)``.
     """
 
     def __init__(
         self,
-        target_models: Mapping[str, nn.Module],
+        target_models: Mapping[str, MaskingCore],
+        options: SpectralOptions,
         *,
         bridging: bool = True,
-        sample_rate: int,
-        nb_channels: int,
-        n_fft: int,
-        n_hop: int,
-        niter: int = 0,
-        softmask: bool = False,
-        residual: bool = False,
-        wiener_win_len: int | None = 300,
     ) -> None:
-        _check_branches(target_models, nb_channels, n_fft)
-        super().__init__(
-            target_models,
-            sample_rate=sample_rate,
-            nb_channels=nb_channels,
-            n_fft=n_fft,
-            n_hop=n_hop,
-            niter=niter,
-            softmask=softmask,
-            residual=residual,
-            wiener_win_len=wiener_win_len,
-        )
+        _check_branches(target_models, options.audio_channels, options.n_fft)
+        super().__init__(target_models, options)
         self.bridging = bridging
 
     def _branches(self) -> list[OpenUnmix]:
@@ -102,11 +84,11 @@ class XUMX(Separator):
         first = branches[0]
         if (
             mix_mag.dim() != 4
-            or mix_mag.shape[1] != self.nb_channels
+            or mix_mag.shape[1] != self.audio_channels
             or mix_mag.shape[2] != first.nb_output_bins
         ):
             raise ValueError(
-                f"X-UMX expects (batch, {self.nb_channels}, {first.nb_output_bins}, nb_frames), "
+                f"X-UMX expects (batch, {self.audio_channels}, {first.nb_output_bins}, nb_frames), "
                 f"got {tuple(mix_mag.shape)}"
             )
         # (nb_frames, batch, nb_channels, nb_bins): time first for the LSTMs
@@ -197,7 +179,9 @@ def _mean(tensors: list[Tensor]) -> Tensor:
     return torch.stack(tensors).mean(dim=0)
 
 
-def _check_branches(target_models: Mapping[str, nn.Module], nb_channels: int, n_fft: int) -> None:
+def _check_branches(
+    target_models: Mapping[str, MaskingCore], audio_channels: int, n_fft: int
+) -> None:
     cores = list(target_models.values())
     if not cores:
         raise ValueError("X-UMX needs at least one branch")
@@ -222,10 +206,10 @@ def _check_branches(target_models: Mapping[str, nn.Module], nb_channels: int, n_
             f"max_bin, nb_channels, hidden_size, nb_layers, unidirectional); got {layouts}"
         )
     nb_output_bins, _, core_channels, *_ = layouts.pop()
-    if core_channels != nb_channels or nb_output_bins != n_fft // 2 + 1:
+    if core_channels != audio_channels or nb_output_bins != n_fft // 2 + 1:
         raise ValueError(
             f"the branches take {core_channels} channel(s) × {nb_output_bins} bins, but the "
-            f"separator has nb_channels={nb_channels} and n_fft={n_fft}"
+            f"separator has audio_channels={audio_channels} and n_fft={n_fft}"
         )
 
 
@@ -235,16 +219,9 @@ def xumx(
     hidden_size: int = 512,
     nb_layers: int = 3,
     unidirectional: bool = False,
-    sample_rate: int = 44100,
-    nb_channels: int = 2,
-    n_fft: int = 4096,
-    n_hop: int = 1024,
     bandwidth: float = 16000,
     bridging: bool = True,
-    niter: int = 0,
-    softmask: bool = False,
-    residual: bool = False,
-    wiener_win_len: int | None = 300,
+    **options: Any,
 ) -> XUMX:
     """X-UMX separator with the MUSDB defaults of the asteroid recipe (hidden 512, 16 kHz band).
 
@@ -256,38 +233,11 @@ def xumx(
         hidden_size: branch width.
         nb_layers: LSTM layers per branch.
         unidirectional: causal branches.
-        sample_rate: rate in Hz.
-        nb_channels: 1 or 2.
-        n_fft: FFT size.
-        n_hop: hop size.
         bandwidth: input bandwidth in Hz (sets ``max_bin``).
         bridging: the two cross-branch averages; ``False`` gives independent Open-Unmix cores.
-        niter: Wiener EM iterations at separation time.
-        softmask: ratio-mask initial estimates.
-        residual: add a ``"residual"`` stem.
-        wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
+        **options: the fields of :class:`~stemkit.models.spectral.SpectralOptions`, as for
+            :func:`~stemkit.models.umx.umx`.
     """
-    # The umx factory validates the names and builds identical cores; X-UMX takes them over.
-    template = umx(
-        sources=sources,
-        hidden_size=hidden_size,
-        nb_layers=nb_layers,
-        unidirectional=unidirectional,
-        sample_rate=sample_rate,
-        nb_channels=nb_channels,
-        n_fft=n_fft,
-        n_hop=n_hop,
-        bandwidth=bandwidth,
-    )
-    return XUMX(
-        dict(template.target_models.items()),
-        bridging=bridging,
-        sample_rate=sample_rate,
-        nb_channels=nb_channels,
-        n_fft=n_fft,
-        n_hop=n_hop,
-        niter=niter,
-        softmask=softmask,
-        residual=residual,
-        wiener_win_len=wiener_win_len,
-    )
+    spectral = SpectralOptions.from_kwargs(options)
+    cores = umx_cores(sources, spectral, hidden_size, nb_layers, unidirectional, bandwidth)
+    return XUMX(cores, spectral, bridging=bridging)

@@ -82,7 +82,8 @@ class ModelConfig:
 
     name: str = "umx"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Fit the input standardisation of spectrogram models on the training tracks first.
+    #: Run the model's recipe step on the full training tracks first (``model.prepare``: the
+    #: input standardisation of Open-Unmix cores; nothing for most models).
     input_statistics: bool = True
 
 

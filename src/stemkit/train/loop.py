@@ -17,8 +17,10 @@ batch order, the batch augmentation and dropout through seeds set at the start o
 so a run interrupted at any moment and resumed ends with the same weights as one that was
 never interrupted (on CPU).
 
-All targets of a ``Separator`` train together; their cores share no parameters, so each core
-sees exactly the gradient of its own loss term, as with upstream's one-run-per-target recipe.
+The loop knows models through their contract (:class:`stemkit.models.base.SeparationModel`):
+``model.prepare`` before the first epoch, ``model.training_loss`` on every batch. All targets of
+an Open-Unmix separator train together; its cores share no parameters, so each core sees
+exactly the gradient of its own loss term, as with upstream's one-run-per-target recipe.
 
 Lightning Fabric supplies the device, the precision and the distribution (``device``,
 ``devices``, ``num_nodes``, ``precision``, ``strategy`` in :class:`TrainConfig`). Under
@@ -60,8 +62,6 @@ from stemkit.data.demucs_augment import DemucsAugment
 from stemkit.data.factory import full_tracks, training_dataset
 from stemkit.errors import StemkitError
 from stemkit.models.base import SeparationModel
-from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 from stemkit.train.config import (
     DataConfig,
     OptimConfig,
@@ -123,34 +123,6 @@ def mixture_and_targets(stems: Tensor, rows: Sequence[int]) -> tuple[Tensor, Ten
 def _rows_of(dataset: Any, model: SeparationModel) -> list[int]:
     # Datasets without stem_sources hold exactly the model's sources, in its order.
     return target_rows(getattr(dataset, "stem_sources", model.sources), model.sources)
-
-
-@torch.no_grad()
-def fit_input_statistics(model: Separator, dataset: Any, progress: bool = False) -> None:
-    """Fit the input standardisation of each spectrogram core on full training mixtures.
-
-    As in the Open-Unmix recipe: mean and standard deviation per frequency bin over every frame
-    of the channel-averaged mixture magnitude of every training track, without augmentation.
-    """
-    total: Tensor | None = None
-    total_sq: Tensor | None = None
-    count = 0
-    for index in tqdm(range(len(dataset)), desc="input statistics", disable=not progress):
-        stems, _ = dataset[index]
-        mag = model.magnitudes(stems.sum(dim=0, keepdim=True).to(torch.float32))
-        frames = mag.mean(dim=1)[0].double()  # (nb_bins, nb_frames)
-        total = frames.sum(dim=1) if total is None else total + frames.sum(dim=1)
-        squares = (frames**2).sum(dim=1)
-        total_sq = squares if total_sq is None else total_sq + squares
-        count += frames.shape[1]
-    if total is None or total_sq is None or count < 2:
-        raise StemkitError("no training audio to fit the input statistics on")
-    mean = total / count
-    # Population standard deviation, as sklearn's StandardScaler in the reference recipe.
-    std = (total_sq / count - mean**2).clamp_min(0.0).sqrt()
-    for core in model.target_models.values():
-        assert isinstance(core, OpenUnmix)
-        core.set_statistics(mean.float(), std.float())
 
 
 @torch.no_grad()
@@ -259,7 +231,6 @@ def train(
     model = models.build(
         config.model.name, sources=list(config.data.sources), **config.model.kwargs
     )
-    assert isinstance(model, SeparationModel)
     optim = config.optim
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim)
@@ -286,11 +257,10 @@ def train(
         ledger = CostLedger.from_dict(resumed["ledger"])
         if progress:
             print(f"resuming {run_dir} at epoch {start_epoch}")
-    elif config.model.input_statistics and isinstance(model, Separator):
-        # Every process fits the same statistics from the same files: no broadcast needed.
-        fit_input_statistics(
-            model, full_tracks(config.data, "train", seed=config.seed), progress=progress
-        )
+    elif config.model.input_statistics:
+        # The model's recipe step (Open-Unmix: input statistics); every process computes the
+        # same from the same files, so nothing needs broadcasting.
+        model.prepare(full_tracks(config.data, "train", seed=config.seed), progress=progress)
     if fabric.world_size > 1 and fabric.device.type != "cpu":
         # PyTorch's SyncBatchNorm runs on accelerators only; DDP on CPU keeps per-process
         # batch statistics (models with group/layer norm are unaffected).

@@ -19,8 +19,8 @@ from stemkit.artifacts.openunmix.files import (
 )
 from stemkit.dsp.stft import bandwidth_to_max_bin
 from stemkit.errors import CheckpointError, StemkitError
+from stemkit.models.spectral import Separator
 from stemkit.models.umx import OpenUnmix
-from stemkit.separator import Separator
 
 __all__ = ["DEFAULT_SAMPLE_RATE", "import_openunmix"]
 
@@ -130,7 +130,7 @@ def import_openunmix(
             nb_layers=first.nb_layers,
             unidirectional=first.unidirectional,
             sample_rate=rate,
-            nb_channels=first.nb_channels,
+            audio_channels=first.nb_channels,
             n_fft=first.n_fft,
             n_hop=hop,
             bandwidth=bandwidth,

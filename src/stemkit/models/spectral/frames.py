@@ -1,0 +1,168 @@
+"""Whole-song separation in frame blocks, for cores that are frame-wise except one LSTM.
+
+An Open-Unmix core is frame-wise except for its LSTM: ``forward(x) = decode([encode(x),
+lstm(encode(x))], x)``, where encode and decode (with BatchNorm in eval mode) treat every frame
+on its own. So a song can be separated keeping only the encoder outputs and then the LSTM
+outputs for all frames (``hidden_size`` floats per frame and target), while the mixture STFT,
+the target magnitudes and the complex stems exist for one block of frames at a time.
+
+:class:`FrameBlockPath` holds the three stages; :class:`~stemkit.models.spectral.Separator`
+mixes it in and takes it in eval mode without autograd (``Separator.streams``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from stemkit.dsp.stft import ISTFT, STFT, OverlapAdd, magnitude
+from stemkit.models.spectral.core import MaskingCore
+
+__all__ = ["FrameBlockPath"]
+
+#: frames per inverse-FFT step when overlap-adding a block: memory knob only
+_INVERT_FRAMES = 64
+#: frequency bins filtered at once inside a Wiener block (the EM is per bin): memory knob only
+_FILTER_BINS = 256
+
+
+class FrameBlockPath:
+    """The frame-block stages of the masking wrapper (a mixin of ``Separator``).
+
+    :meth:`encode_frames` → :meth:`run_sequence` → :meth:`decode_and_invert`; a wrapper whose
+    cores are joined differently (X-UMX's bridges) overrides the stages.
+    """
+
+    # provided by the wrapper
+    sources: tuple[str, ...]
+    audio_channels: int
+    stft: STFT
+    istft: ISTFT
+    target_models: nn.ModuleDict
+    #: frames per block where blocks do not change the result: a memory knob only
+    frame_block: int
+
+    if TYPE_CHECKING:
+
+        def _check_waveform(self, waveform: Tensor) -> None: ...
+
+        def _wiener_block(self, nb_frames: int) -> int: ...
+
+        def _filter_block(self, estimates: Tensor, mix_stft: Tensor) -> Tensor: ...
+
+    def _cores(self) -> list[MaskingCore]:
+        return list(self.target_models.values())  # type: ignore[arg-type]
+
+    def _block_spectrogram(self, mixture: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Mixture STFT of frames ``[start, stop)`` and the cores' view of its magnitude.
+
+        Returns:
+            Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the magnitude time
+            first, ``(nb_block_frames, batch, audio_channels, nb_bins)``.
+        """
+        spec = self.stft.frames(mixture, start, stop)
+        mag = magnitude(spec, mono=self.audio_channels == 1)
+        return spec, mag.permute(3, 0, 1, 2)
+
+    def encode_frames(self, mixture: Tensor) -> list[Tensor]:
+        """Stage 1: every core's encoder output for the whole song.
+
+        The mixture STFT is computed block by block (:meth:`stemkit.dsp.stft.STFT.frames`)
+        and dropped once encoded.
+
+        Args:
+            mixture: ``(batch, channels, time)``.
+
+        Returns:
+            One ``(nb_frames, batch, hidden_size)`` tensor per target.
+        """
+        self._check_waveform(mixture)
+        nb_frames = self.stft.frame_count(mixture.shape[-1])
+        cores = self._cores()
+        encoded: list[Tensor] = []
+        for start in range(0, nb_frames, self.frame_block):
+            stop = min(start + self.frame_block, nb_frames)
+            _, mix = self._block_spectrogram(mixture, start, stop)
+            for index, core in enumerate(cores):
+                features = core.encode(mix)
+                if index == len(encoded):
+                    encoded.append(features.new_empty(nb_frames, *features.shape[1:]))
+                encoded[index][start:stop] = features
+        return encoded
+
+    def run_sequence(self, encoded: list[Tensor]) -> list[Tensor]:
+        """Stage 2: each core's LSTM over the whole song; consumes ``encoded`` (emptied).
+
+        Args:
+            encoded: the output of :meth:`encode_frames`; each entry is freed once used.
+
+        Returns:
+            One ``(nb_frames, batch, hidden_size)`` LSTM output per target.
+        """
+        context = []
+        for index, core in enumerate(self._cores()):
+            context.append(core.lstm(encoded[index])[0])
+            # the encoder output is recomputed per block when decoding: free it now
+            encoded[index] = encoded[index].new_empty(0)
+        encoded.clear()
+        return context
+
+    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+        """Target magnitudes of one block of frames from its mixture magnitude and the context.
+
+        Args:
+            mix: ``(nb_block_frames, batch, audio_channels, nb_bins)``, mixture magnitude.
+            context: the output of :meth:`run_sequence`.
+            start: the block's first frame.
+
+        Returns:
+            ``(batch, nb_targets, audio_channels, nb_bins, nb_block_frames)``.
+        """
+        stop = start + mix.shape[0]
+        cores = self._cores()
+        estimates = mix.new_empty(mix.shape[1], len(cores), *mix.shape[2:], mix.shape[0])
+        for index, core in enumerate(cores):
+            skip = torch.cat([core.encode(mix), context[index][start:stop]], dim=-1)
+            estimates[:, index] = core.decode(skip, mix).permute(1, 2, 3, 0)
+        return estimates
+
+    def decode_and_invert(self, mixture: Tensor, context: list[Tensor]) -> Tensor:
+        """Stage 3: per Wiener block, decode the targets, filter and invert into the stems.
+
+        Each block of ``wiener_win_len`` frames recomputes its mixture STFT, decodes every
+        target for those frames (:meth:`decode_frames`), runs the Wiener filter/EM on them and
+        overlap-adds their inverse STFT into the preallocated output, as the wrapper's
+        ``filter_and_invert`` does with whole-song spectrograms.
+
+        Args:
+            mixture: ``(batch, channels, time)``.
+            context: the output of :meth:`run_sequence`.
+
+        Returns:
+            ``(batch, sources, channels, time)``.
+        """
+        batch, nb_channels, length = mixture.shape
+        nb_frames = self.stft.frame_count(length)
+        block = self._wiener_block(nb_frames)
+        # Decode whole groups of Wiener blocks of at least frame_block frames: fewer, larger
+        # matrix products (a product over one or a few frames may also round differently from
+        # one over many; the EM's double-precision statistics keep that at float rounding).
+        group = block * -(-self.frame_block // block)
+        out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
+        inverse = OverlapAdd(self.istft, out, nb_frames)
+        for first in range(0, nb_frames, group):
+            spec, mix = self._block_spectrogram(mixture, first, min(first + group, nb_frames))
+            estimates = self.decode_frames(mix, context, first)
+            del mix
+            for start in range(0, spec.shape[-1], block):
+                stems_stft = self._filter_block(
+                    estimates[..., start : start + block], spec[..., start : start + block]
+                )
+                # a few frames at a time: the inverse FFT buffers are n_fft per frame and stem
+                for piece in stems_stft.split(_INVERT_FRAMES, dim=-1):
+                    inverse.add(piece)
+                del stems_stft
+            del estimates, spec
+        return inverse.finish()
