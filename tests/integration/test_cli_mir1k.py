@@ -9,7 +9,7 @@ import pytest
 
 from stemkit.artifacts.checkpoint import save_checkpoint
 from stemkit.cli.main import main
-from stemkit.data.mir1k import write_mir1k_from_musdb
+from stemkit.data.mir1k_writer import write_mir1k_from_musdb
 from stemkit.models import build
 
 

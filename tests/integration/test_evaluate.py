@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import stemkit.evaluate as evaluation
+import stemkit.evaluation.musdb as evaluation
 from stemkit.cli.main import main
 from stemkit.data.musdb import Track
 from stemkit.errors import DatasetError
-from stemkit.evaluate import EvaluationError, Report, TrackScores, evaluate
+from stemkit.evaluation import EvaluationError, Report, TrackScores, evaluate
 from stemkit.metrics.store import read_json
 from stemkit.models import build
 from stemkit.models.base import SeparationModel

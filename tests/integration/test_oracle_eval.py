@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stemkit.cli.main import main
-from stemkit.evaluate import Report, evaluate
+from stemkit.evaluation import Report, evaluate
 from stemkit.models import build
 
 SOURCES = ("vocals", "drums", "bass", "other")

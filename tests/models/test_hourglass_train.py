@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stemkit.data.mir1k import Mir1k, write_mir1k_from_musdb
+from stemkit.data.mir1k import Mir1k
+from stemkit.data.mir1k_writer import write_mir1k_from_musdb
 from stemkit.losses import stacked_mask_l1
 from stemkit.models import build
 from stemkit.models.hourglass import HourglassSeparator, stacked_mask_loss

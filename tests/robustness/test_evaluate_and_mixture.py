@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import stemkit.evaluate as evaluation
+import stemkit.evaluation.musdb as evaluation
 from conftest import SOURCES, toy_stems, write_hq_track
 from stemkit.cli.main import main
 from stemkit.data.musdb import MusdbHQ, Track
-from stemkit.evaluate import EvaluationError, Report, TrackScores, evaluate
+from stemkit.evaluation import EvaluationError, Report, TrackScores, evaluate
 from stemkit.metrics.sdr import usdr
 from stemkit.models import build
 from stemkit.models.base import SeparationModel

@@ -157,7 +157,8 @@ def test_bsrnn_presets_choose_the_recipe_sampler(preset: str, sampler: str) -> N
 
 
 def test_mir1k_format_is_detected_and_read(hq_tree: Path, tmp_path: Path) -> None:
-    from stemkit.data.mir1k import Mir1k, write_mir1k_from_musdb
+    from stemkit.data.mir1k import Mir1k
+    from stemkit.data.mir1k_writer import write_mir1k_from_musdb
 
     root = tmp_path / "mir1k"
     write_mir1k_from_musdb(hq_tree, root, clip_seconds=1.0)

@@ -10,16 +10,10 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
-from stemkit.data.mir1k import (
-    Mir1k,
-    evaluate_mir1k,
-    list_clips,
-    read_clip,
-    score_clip,
-    split_clips,
-    write_mir1k_from_musdb,
-)
+from stemkit.data.mir1k import Mir1k, list_clips, read_clip, split_clips
+from stemkit.data.mir1k_writer import write_mir1k_from_musdb
 from stemkit.errors import DatasetError
+from stemkit.evaluation.mir1k import evaluate_mir1k, score_clip
 from stemkit.metrics import bss_eval_sources
 from stemkit.models.base import SeparationModel
 

@@ -133,7 +133,7 @@ def _add_mir1k(verbs: Any) -> None:
 def _run_mir1k(args: argparse.Namespace) -> int:
     import shutil
 
-    from stemkit.data.mir1k import GENERATED_SINGERS, write_mir1k_from_musdb
+    from stemkit.data.mir1k_writer import GENERATED_SINGERS, write_mir1k_from_musdb
     from stemkit.errors import DatasetError
 
     if args.out.exists():

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from stemkit.artifacts import load_model
     from stemkit.audio import read_audio, write_audio
     from stemkit.data.synth import synthesize
-    from stemkit.evaluate import score_track
+    from stemkit.evaluation import score_track
     from stemkit.inference import separate
     from stemkit.metrics.store import track_document, write_json
     from stemkit.plots import spectrogram_grid

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise StemkitError("--data is required (the dataset root), unless --compare is given")
     from stemkit.artifacts import load_model
     from stemkit.data.factory import detect_format
-    from stemkit.evaluate import evaluate
+    from stemkit.evaluation import evaluate
 
     model = load_model(args.model)
     if detect_format(args.data) == "mir1k":
@@ -109,7 +109,7 @@ def _mir1k(args: argparse.Namespace, model: Any) -> int:
     """Score ``model`` with the MIR-1K protocol; write ``mir1k_scores.json`` with ``-o``."""
     import json
 
-    from stemkit.data.mir1k import evaluate_mir1k
+    from stemkit.evaluation.mir1k import evaluate_mir1k
 
     try:
         scores = evaluate_mir1k(model, args.data, max_clips=args.limit)

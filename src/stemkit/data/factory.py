@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
+from stemkit.data.config import excerpt_seconds
 from stemkit.errors import DatasetError, StemkitError
-from stemkit.train.config import excerpt_seconds
 
 if TYPE_CHECKING:
+    from stemkit.data.config import DataConfig
     from stemkit.data.musdb import MusdbHQ
-    from stemkit.train.config import DataConfig
 
 #: Dataset layouts the trainer reads (``data.format``), and what each expects on disk.
 FORMATS = {

@@ -1,4 +1,4 @@
-"""MIR-1K: the singing-voice clips, the singer-based protocol split, and its evaluation.
+"""MIR-1K: the singing-voice clips and the singer-based protocol split.
 
 The layout read here is the one MIR-1K ships in::
 
@@ -9,7 +9,9 @@ The layout read here is the one MIR-1K ships in::
 right channel the singing voice. The protocol of the literature (Huang et al. 2014; SH-Net,
 spec-notes §6, §7.3): train on the clips of the singers ``abjones`` and ``amy``, test on all
 the others; the mixture is the average of the two channels; scores are GNSDR, GSIR and GSAR,
-the clip-length-weighted means of the ``bss_eval_sources`` NSDR, SIR and SAR.
+the clip-length-weighted means of the ``bss_eval_sources`` NSDR, SIR and SAR
+(:mod:`stemkit.evaluation.mir1k`). :mod:`stemkit.data.mir1k_writer` writes this layout from
+MUSDB-layout songs.
 
 The stems of an item are **half** of each channel, so that they sum to the channel average,
 which is the protocol's mixture (the trainer forms the mixture as the sum of the stems). The
@@ -27,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -39,9 +40,6 @@ from stemkit.audio.convert import resample
 from stemkit.data.sampling import EpochAware, item_generator
 from stemkit.errors import DatasetError
 
-if TYPE_CHECKING:
-    from stemkit.models.base import SeparationModel
-
 __all__ = [
     "CLIP_FOLDERS",
     "MIR1K_CHANNELS",
@@ -50,12 +48,10 @@ __all__ = [
     "TRAIN_SINGERS",
     "Clip",
     "Mir1k",
-    "evaluate_mir1k",
+    "check_sources",
     "list_clips",
     "read_clip",
-    "score_clip",
     "split_clips",
-    "write_mir1k_from_musdb",
 ]
 
 #: Native rate of the MIR-1K clips, in Hz.
@@ -227,7 +223,8 @@ def split_clips(
     return chosen
 
 
-def _check_sources(sources: Sequence[str]) -> tuple[str, ...]:
+def check_sources(sources: Sequence[str]) -> tuple[str, ...]:
+    """``sources`` as a tuple, checked against :data:`MIR1K_SOURCES`."""
     if isinstance(sources, str) or not sources:
         raise DatasetError(f"sources must be a non-empty list of names; got {sources!r}")
     unknown = [s for s in sources if s not in MIR1K_CHANNELS]
@@ -257,7 +254,7 @@ def read_clip(
     Raises:
         DatasetError: the file cannot be read or changed since it was listed.
     """
-    sources = _check_sources(sources)
+    sources = check_sources(sources)
     try:
         data, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as err:
@@ -336,7 +333,7 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
             raise DatasetError(f"sample_rate must be a positive integer or None; got {sample_rate}")
         self.root = Path(root)
         self.split = split
-        self.sources = _check_sources(sources)
+        self.sources = check_sources(sources)
         self.stem_sources = (*self.sources, *(s for s in MIR1K_CHANNELS if s not in self.sources))
         self.clips = split_clips(list_clips(root, native_rate), split, valid_fraction, split_seed)
         self.native_rate = self.clips[0].sample_rate
@@ -400,223 +397,3 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
             f"Mir1k(root={str(self.root)!r}, split={self.split!r}, clips={len(self.clips)}, "
             f"sources={self.sources}, {self.sample_rate} Hz, {mode})"
         )
-
-
-# --- evaluation -------------------------------------------------------------------------------
-
-
-def score_clip(
-    references: Tensor | np.ndarray, estimates: Tensor | np.ndarray, mixture: Tensor | np.ndarray
-) -> dict[str, np.ndarray]:
-    """``bss_eval_sources`` scores of one clip, and its NSDR.
-
-    Args:
-        references: ``(nb_sources, nb_samples)`` true sources.
-        estimates: ``(nb_sources, nb_samples)`` their estimates, same order.
-        mixture: ``(nb_samples,)`` the input; it is scored as the estimate of every source.
-
-    Returns:
-        ``SDR``, ``SIR``, ``SAR`` of the estimates and ``NSDR`` = SDR − SDR(mixture), each
-        ``(nb_sources,)`` in dB, in the order of ``references`` (estimates are matched to
-        references by the best permutation, as mir_eval does).
-    """
-    from stemkit.metrics import bss_eval_sources
-
-    mix = torch.as_tensor(mixture, dtype=torch.float64)
-    ref = torch.as_tensor(references, dtype=torch.float64)
-    if mix.dim() != 1 or ref.dim() != 2 or ref.shape[-1] != mix.shape[-1]:
-        raise ValueError(
-            f"expected references (nb_sources, nb_samples) and mixture (nb_samples,), got "
-            f"{tuple(ref.shape)} and {tuple(mix.shape)}"
-        )
-    separated = bss_eval_sources(ref, torch.as_tensor(estimates, dtype=torch.float64))
-    baseline = bss_eval_sources(ref, mix.expand_as(ref))
-    return {
-        "SDR": separated.sdr,
-        "SIR": separated.sir,
-        "SAR": separated.sar,
-        "NSDR": separated.sdr - baseline.sdr,
-    }
-
-
-@torch.no_grad()
-def _separate_clip(model: SeparationModel, mixture: Tensor, native_rate: int) -> Tensor:
-    """Estimates ``(nb_model_sources, nb_samples)`` at the native rate for a mono mixture."""
-    x = resample(mixture[None], native_rate, model.sample_rate)
-    # a stereo model gets the mono mixture on both channels and gives back its channel mean
-    x = x.expand(model.audio_channels, -1)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    estimates = model(x[None].to(device))[0].mean(dim=1).cpu().float()
-    estimates = resample(estimates, model.sample_rate, native_rate)
-    length = mixture.shape[-1]
-    if estimates.shape[-1] < length:
-        estimates = torch.nn.functional.pad(estimates, (0, length - estimates.shape[-1]))
-    return estimates[..., :length]
-
-
-def evaluate_mir1k(
-    model: SeparationModel,
-    root: str | PathLike[str],
-    *,
-    split: str = "test",
-    sources: Sequence[str] = ("accompaniment", "vocals"),
-    max_clips: int | None = None,
-    native_rate: int | None = MIR1K_RATE,
-) -> dict[str, Any]:
-    """Score ``model`` on the MIR-1K protocol: GNSDR, GSIR and GSAR per source.
-
-    Each clip's mixture (the channel average, 16 kHz) is resampled to the model's rate,
-    separated whole, and the estimates resampled back; the references are half of each channel
-    (the scores are scale-invariant). Per clip: :func:`score_clip`; over clips: the
-    length-weighted mean (:func:`stemkit.metrics.gnsdr`).
-
-    Args:
-        model: a separation model whose ``sources`` include ``sources``; stereo models get the
-            mono mixture on both channels.
-        root: the MIR-1K folder.
-        split: ``"test"`` (the protocol) or another split of :func:`split_clips`.
-        sources: the sources scored, in the order of the returned values (the literature
-            reports [accompaniment, voice]).
-        max_clips: score only the first clips (by name), for quick checks.
-        native_rate: as in :func:`list_clips`.
-
-    Returns:
-        ``{"GNSDR": {source: dB}, "GSIR": {...}, "GSAR": {...}, "clips": n, "seconds": total,
-        "per_clip": [{"name", "nb_samples", "NSDR": {...}, "SDR": {...}, "SIR": {...},
-        "SAR": {...}}, ...]}``.
-
-    Raises:
-        DatasetError: the folder does not hold the layout.
-        ValueError: the model lacks a source, or a score is infinite (a perfect estimate).
-    """
-    from stemkit.metrics import gnsdr
-
-    sources = _check_sources(sources)
-    missing = [s for s in sources if s not in model.sources]
-    if missing:
-        raise ValueError(
-            f"the model separates {', '.join(model.sources)}, not {', '.join(missing)}"
-        )
-    clips = split_clips(list_clips(root, native_rate), split, valid_fraction=0.0)
-    clips = clips[:max_clips] if max_clips is not None else clips
-    rows = [model.sources.index(s) for s in sources]
-    was_training = model.training
-    model.eval()
-    per_clip: list[dict[str, Any]] = []
-    try:
-        for clip in clips:
-            references = read_clip(clip, sources)[:, 0]
-            mixture = references.sum(dim=0)
-            estimates = _separate_clip(model, mixture, clip.sample_rate)[rows]
-            scores = score_clip(references, estimates, mixture)
-            row: dict[str, Any] = {"name": clip.name, "nb_samples": clip.nb_frames}
-            for metric, values in scores.items():
-                row[metric] = {s: float(v) for s, v in zip(sources, values, strict=True)}
-            per_clip.append(row)
-    finally:
-        model.train(was_training)
-    lengths = np.array([row["nb_samples"] for row in per_clip], dtype=np.float64)
-    result: dict[str, Any] = {}
-    for metric, name in (("NSDR", "GNSDR"), ("SIR", "GSIR"), ("SAR", "GSAR")):
-        values = np.array([[row[metric][s] for s in sources] for row in per_clip])
-        result[name] = dict(zip(sources, (float(v) for v in gnsdr(values, lengths)), strict=True))
-    result["clips"] = len(per_clip)
-    result["seconds"] = float(sum(c.duration for c in clips))
-    result["per_clip"] = per_clip
-    return result
-
-
-# --- building a MIR-1K-layout folder ----------------------------------------------------------
-
-#: Singer names given to generated songs, in turn; the first two are the training singers.
-GENERATED_SINGERS: tuple[str, ...] = ("abjones", "amy", "bobon", "geniusturtle", "heycat")
-
-
-def _silent(channel: np.ndarray, floor_db: float = -60.0) -> bool:
-    """Whether ``channel`` stays below ``floor_db`` dBFS RMS (after 16-bit rounding)."""
-    rms = float(np.sqrt(np.mean(np.square(channel, dtype=np.float64)))) if channel.size else 0.0
-    return rms < 10 ** (floor_db / 20)
-
-
-def write_mir1k_from_musdb(
-    musdb_root: str | PathLike[str],
-    out: str | PathLike[str],
-    *,
-    clip_seconds: float = 8.0,
-    singers: Sequence[str] = GENERATED_SINGERS,
-    undivided: bool = True,
-    subtype: str = "PCM_16",
-) -> list[Path]:
-    """Write a MIR-1K-layout folder from a MUSDB18-HQ-layout one (e.g. the generator's output).
-
-    Each track (``train/`` then ``test/``, by name) becomes song ``k`` (1, 2, ...) of singer
-    ``singers[(k - 1) % len(singers)]``, so the first two tracks go to the training singers
-    with the default names. The vocals and the accompaniment (mixture − vocals) are mixed to
-    mono, resampled to 16 kHz and written as stereo clips of ``clip_seconds`` (the last, shorter
-    remainder is kept when at least half a clip long): left = accompaniment, right = voice, as
-    in MIR-1K. Stretches where either is silent (below −60 dBFS RMS) are skipped, as every
-    MIR-1K clip holds both. Both channels are scaled by one factor when needed to keep peaks
-    below 1.
-
-    Args:
-        musdb_root: folder with ``train/`` and/or ``test/`` track folders holding
-            ``mixture.wav`` and ``vocals.wav``.
-        out: the MIR-1K root to write (``Wavfile/``, ``UndividedWavfile/``).
-        clip_seconds: clip length in seconds.
-        singers: names without underscores, used in turn.
-        undivided: also write each whole song to ``UndividedWavfile/<singer>_<song>.wav``.
-        subtype: WAV sample format (MIR-1K: 16-bit PCM).
-
-    Returns:
-        The clip files written, sorted.
-
-    Raises:
-        DatasetError: no tracks, or a singer name with an underscore.
-    """
-    from stemkit.data.musdb import SUBSETS, list_tracks
-
-    if not clip_seconds > 0:
-        raise DatasetError(f"clip_seconds must be positive; got {clip_seconds}")
-    if not singers or any("_" in s or not s for s in singers):
-        raise DatasetError(f"singer names must be non-empty and hold no '_'; got {singers}")
-    root = Path(musdb_root)
-    tracks = [
-        track
-        for subset in SUBSETS
-        if (root / subset).is_dir()
-        for track in list_tracks(root, subset, ("vocals",))
-    ]
-    if not tracks:
-        raise DatasetError(f"{root}: no train/ or test/ track folders to convert")
-    clip_folder = Path(out) / CLIP_FOLDERS[0]
-    clip_folder.mkdir(parents=True, exist_ok=True)
-    if undivided:
-        (Path(out) / "UndividedWavfile").mkdir(parents=True, exist_ok=True)
-    clip_len = max(1, round(clip_seconds * MIR1K_RATE))
-    written: list[Path] = []
-    for number, track in enumerate(tracks, start=1):
-        mixture, rate = sf.read(str(track.path("mixture")), dtype="float32", always_2d=True)
-        vocals, _ = sf.read(str(track.path("vocals")), dtype="float32", always_2d=True)
-        mono = torch.from_numpy(np.stack([mixture - vocals, vocals]).mean(axis=-1))
-        song = resample(mono, rate, MIR1K_RATE).numpy()
-        peak = float(np.abs(song).max())
-        if peak >= 1.0:
-            song = song * (0.99 / peak)
-        stem = f"{singers[(number - 1) % len(singers)]}_{number}"
-        if undivided:
-            sf.write(Path(out) / "UndividedWavfile" / f"{stem}.wav", song.T, MIR1K_RATE, subtype)
-        starts = range(0, song.shape[-1], clip_len)
-        index = 0
-        for start in starts:
-            piece = song[:, start : start + clip_len]
-            if index > 0 and 2 * piece.shape[-1] < clip_len:
-                break
-            # Every MIR-1K clip holds singing and accompaniment; a silent channel would also
-            # leave BSS Eval undefined, so stretches without one are not written.
-            if _silent(piece[0]) or _silent(piece[1]):
-                continue
-            index += 1
-            path = clip_folder / f"{stem}_{index:02d}.wav"
-            sf.write(path, piece.T, MIR1K_RATE, subtype)
-            written.append(path)
-    return sorted(written)

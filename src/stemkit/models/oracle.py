@@ -31,7 +31,7 @@ The edges are zero-padded by half a window as scipy does; scipy's spectrum scali
 to the signal.
 
 Usage: an oracle needs the stems of the very mixture it separates, so run it on whole tracks
-(``segment=None``, no shifts); :func:`stemkit.evaluate.evaluate` gives it each track's
+(``segment=None``, no shifts); :func:`stemkit.evaluation.evaluate` gives it each track's
 references itself::
 
     oracle = build("irm2")

@@ -1,5 +1,9 @@
 """Training configuration: dataclasses are the one place for defaults.
 
+The data settings (:class:`DataConfig`, :class:`SadConfig`) live in :mod:`stemkit.data.config`,
+with the layer that reads them; the ledger's constants default to
+:class:`~stemkit.train.ledger.GreenAlgorithmsConstants`.
+
 A run's configuration is these defaults, merged with a YAML preset, merged with dotted
 command-line overrides (``optim.lr=3e-4 data.segment=4``); the resolved result is saved as
 ``config.yaml`` in the run folder and inside every checkpoint.
@@ -13,67 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stemkit import MUSDB_SOURCES
+# the data settings are part of a run's configuration: re-exported here
+from stemkit.data.config import DataConfig as DataConfig
+from stemkit.data.config import SadConfig as SadConfig
+from stemkit.data.config import excerpt_seconds as excerpt_seconds
 from stemkit.errors import StemkitError
-
-
-@dataclass
-class SadConfig:
-    """Source activity detection sampling (BSRNN recipe, spec-notes §4.6), for ``sampler: sad``.
-
-    The detector settings are those of :class:`stemkit.data.sad.SadParams`; ``items`` is the
-    number of excerpts per epoch (``null``: ``samples_per_track`` × the number of training
-    tracks); ``index`` is a JSON cache of the kept windows, reused while it matches the tracks
-    and settings (``null``: scan the stems at every start).
-    """
-
-    window: float = 6.0
-    hop: float = 3.0
-    nb_chunks: int = 10
-    quantile: float = 0.15
-    floor: float = 1e-3
-    min_fraction: float = 0.5
-    items: int | None = None
-    gain_db: float | None = 10.0
-    silence_p: float = 0.1
-    normalize: bool = True
-    index: str | None = None
-
-
-@dataclass
-class DataConfig:
-    """Where the stems come from and how training excerpts are drawn.
-
-    ``sampler`` is ``"uniform"`` (Open-Unmix: uniform excerpts, ``random_mix``, ``gain`` and
-    ``channel_swap`` apply) or ``"sad"`` (BSRNN: excerpts from the active windows of each source,
-    with the gains and silencing of ``sad``; MUSDB layouts: ``musdb_hq`` or ``musdb_stems``).
-    """
-
-    root: str = "data/synth"
-    #: Layout of ``root``: a key of :data:`stemkit.data.factory.FORMATS`.
-    format: str = "musdb_hq"
-    #: Rate in Hz the items are resampled to, for formats that resample (MIR-1K: None = 8 kHz).
-    sample_rate: int | None = None
-    sources: list[str] = field(default_factory=lambda: list(MUSDB_SOURCES))
-    segment: float = 6.0
-    samples_per_track: int = 64
-    random_mix: bool = True
-    gain: list[float] = field(default_factory=lambda: [0.25, 1.25])
-    channel_swap: bool = True
-    valid_fraction: float = 0.15
-    num_workers: int = 0
-    sampler: str = "uniform"
-    #: With the uniform sampler: draw tracks in proportion to their length, so that every
-    #: excerpt start of the data set is equally likely (``false``: every track equally often).
-    by_length: bool = False
-    #: Batch augmentation on the loaded stems: ``"none"`` or ``"demucs"`` (Demucs v1: per-source
-    #: sign flip and channel swap, a random shift of up to ``shift`` seconds, remix of each
-    #: source across groups of ``remix_group`` batch items). With ``"demucs"`` the excerpts are
-    #: drawn ``shift`` seconds longer than ``segment``, and the shift crops them back.
-    augment: str = "none"
-    shift: float = 1.0
-    remix_group: int = 4
-    sad: SadConfig = field(default_factory=SadConfig)
+from stemkit.train.ledger import GreenAlgorithmsConstants
 
 
 @dataclass
@@ -138,11 +87,11 @@ class LedgerConfig:
     #: :class:`stemkit.train.ledger.GreenAlgorithmsConstants`).
     cores: int | None = None
     memory_gb: float = 4.0
-    watts_per_core: float = 12.0
-    core_usage: float = 1.0
-    watts_per_gb_memory: float = 0.3725
-    pue: float = 1.67
-    carbon_g_per_kwh: float = 475.0
+    watts_per_core: float = GreenAlgorithmsConstants.watts_per_core
+    core_usage: float = GreenAlgorithmsConstants.core_usage
+    watts_per_gb_memory: float = GreenAlgorithmsConstants.watts_per_gb_memory
+    pue: float = GreenAlgorithmsConstants.pue
+    carbon_g_per_kwh: float = GreenAlgorithmsConstants.carbon_g_per_kwh
 
 
 #: Allowed values of the string options of :class:`OptimConfig`.
@@ -312,11 +261,6 @@ def _check_ledger(ledger: LedgerConfig, preset: str | Path | None) -> None:
         if getattr(ledger, key) < (1.0 if key == "pue" else 0.0):
             bound = "1 (a PUE is total over IT power)" if key == "pue" else "0"
             raise StemkitError(f"ledger.{key}={getattr(ledger, key)}{where}: must be >= {bound}")
-
-
-def excerpt_seconds(data: DataConfig) -> float:
-    """Length of the excerpts to draw: ``segment``, plus the shift the augmentation crops."""
-    return data.segment + (data.shift if data.augment == "demucs" else 0.0)
 
 
 def _check_devices(config: TrainConfig, preset: str | Path | None) -> None:

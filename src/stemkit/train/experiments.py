@@ -20,7 +20,7 @@ grid's base preset, then the shared overrides, then the variant's, then any give
 line, and its ``run_dir`` is ``<root>/<name>``.
 
 :func:`run_grid` trains each variant (resuming an interrupted run, skipping a finished one),
-then scores its best checkpoint on the dataset's test split with :func:`stemkit.evaluate.evaluate`
+then scores its best checkpoint on the dataset's test split with :func:`stemkit.evaluation.evaluate`
 into ``<root>/<name>/eval/summary.json``. :func:`grid_table` gathers these into the table of
 the BSRNN replication paper: SDR (cSDR) per source and on average, the average uSDR, the size
 in millions of parameters, the energy, and the training time.
@@ -163,7 +163,7 @@ def run_variant(
 ) -> Path:
     """Train one variant unless its run is finished, then score it unless already scored."""
     from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
-    from stemkit.evaluate import evaluate
+    from stemkit.evaluation import evaluate
     from stemkit.train.config import config_to_dict
     from stemkit.train.loop import check_same_run, run_finished, train
 
