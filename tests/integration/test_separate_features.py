@@ -409,3 +409,16 @@ def test_a_cuda_index_out_of_range_is_one_line(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(StemkitError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
         resolve_device("cuda:7")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_searched(
+    tmp_path: Path, make_song: Callable[..., Path]
+) -> None:
+    album = tmp_path / "album"
+    make_song(album / "01.wav")
+    out = album / "separated"
+    base = ["separate", str(album), "-o", str(out), "--model", "identity", "-q"]
+    assert cli.main(base) == 0
+    # Run again: the stems written inside the album are not taken for songs.
+    assert cli.main([*base, "--skip-existing"]) == 0
+    assert sorted(str(p.parent.relative_to(out)) for p in out.rglob(MARKER)) == ["01"]
