@@ -172,7 +172,7 @@ def add_parser(subparsers: Any) -> None:
         "--clip",
         choices=("warn", "clamp", "rescale"),
         default="warn",
-        help="samples beyond [-1, 1] in integer formats: clamp with a warning, clamp "
+        help="samples beyond [-1, 1] in every format but 32-bit float: clamp with a warning, clamp "
         "silently, or rescale the stem by its peak (warn)",
     )
     parser.add_argument(
@@ -204,7 +204,9 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="replace song folders that stemkit wrote before (never other folders or files)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no model line, song counter or progress bars"
+    )
     parser.set_defaults(func=run)
 
 
