@@ -87,9 +87,14 @@ def test_other_rate_and_mono_are_converted(tmp_path: Path) -> None:
     path = tmp_path / "mono22k.wav"
     t = np.arange(SECONDS * 22050) / 22050
     sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 22050)
-    out = tmp_path / "out"
-    assert cli.main(["separate", str(path), "-o", str(out), "--model", "identity", "-q"]) == 0
-    info = sf.info(out / "mono22k" / "mixture.wav")
+    base = ["separate", str(path), "--model", "identity", "-q"]
+    # By default the stems come back at the song's own rate (through the model's and back) ...
+    assert cli.main([*base, "-o", str(tmp_path / "out")]) == 0
+    info = sf.info(tmp_path / "out" / "mono22k" / "mixture.wav")
+    assert (info.frames, info.samplerate, info.channels) == (SECONDS * 22050, 22050, 2)
+    # ... and at the model's with --sample-rate model.
+    assert cli.main([*base, "-o", str(tmp_path / "model"), "--sample-rate", "model"]) == 0
+    info = sf.info(tmp_path / "model" / "mono22k" / "mixture.wav")
     assert (info.frames, info.samplerate, info.channels) == (SECONDS * RATE, RATE, 2)
 
 

@@ -286,8 +286,8 @@ def test_write_refuses_nan_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_write_rejects_unsupported_container_and_subtype(tmp_path: Path) -> None:
-    with pytest.raises(AudioError, match=r"use \.wav or \.flac"):
-        write_audio(tmp_path / "x.mp3", torch.zeros(2, 10), RATE)
+    with pytest.raises(AudioError, match=r"cannot write \.m4a; use \.wav, \.flac, \.mp3"):
+        write_audio(tmp_path / "x.m4a", torch.zeros(2, 10), RATE)
     with pytest.raises(AudioError, match=r"use \.wav for FLOAT"):
         write_audio(tmp_path / "x.flac", torch.zeros(2, 10), RATE, subtype="FLOAT")
 

@@ -1,9 +1,14 @@
 """Reading and writing audio files.
 
-soundfile (libsndfile) handles wav, flac, ogg and mp3 and can seek, so an excerpt never loads
-the whole file. m4a, aac and mp4 (including the ``.stem.mp4`` files of MUSDB18, whose first
-audio stream is the mixture and the next four the stems) go through the ``ffmpeg`` and
-``ffprobe`` programs.
+soundfile (libsndfile) handles wav, flac, aiff, ogg (Vorbis, Opus) and mp3 and can seek, so an
+excerpt never loads the whole file. Everything else ffmpeg decodes (m4a, aac, wma, webm, video
+containers, …; and the ``.stem.mp4`` files of MUSDB18, whose first audio stream is the mixture
+and the next four the stems) goes through the ``ffmpeg`` and ``ffprobe`` programs, and so does a
+file of a soundfile extension that libsndfile cannot read (an mp3 on a libsndfile older than
+1.1, a wav holding a codec it lacks) when ffmpeg can.
+
+Writing: wav, flac, mp3 (constant bit rate), ogg (Vorbis) and opus (Ogg Opus), through
+soundfile; mp3 through ffmpeg when libsndfile was built without it.
 
 Every failure raises :class:`~stemkit.errors.AudioError` naming the file and what to do.
 """
@@ -18,7 +23,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
@@ -30,17 +35,37 @@ from stemkit.errors import AudioError
 
 PathLike = str | os.PathLike[str]
 
-#: Extensions read through soundfile (seekable).
-SOUNDFILE_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+#: Extensions read through soundfile (seekable); ffmpeg is the fallback when it fails.
+SOUNDFILE_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".rf64",
+    ".caf", ".au",
+)  # fmt: skip
 #: Extensions decoded by the ffmpeg program.
-FFMPEG_EXTENSIONS: tuple[str, ...] = (".m4a", ".aac", ".mp4")
-#: Every extension :func:`read_audio` accepts.
+FFMPEG_EXTENSIONS: tuple[str, ...] = (
+    ".m4a", ".aac", ".mp4", ".m4b", ".alac", ".wma", ".asf", ".wv", ".ape", ".ac3", ".eac3",
+    ".dts", ".mp2", ".amr", ".mka", ".mkv", ".webm", ".mov", ".avi", ".3gp", ".tta", ".mpc",
+)  # fmt: skip
+#: Every extension :func:`read_audio` accepts (and that a folder of songs is searched for).
 READ_EXTENSIONS: tuple[str, ...] = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 #: Subtypes :func:`write_audio` accepts for each extension.
 WRITE_SUBTYPES: dict[str, tuple[str, ...]] = {
     ".wav": ("PCM_16", "PCM_24", "FLOAT"),
     ".flac": ("PCM_16", "PCM_24"),
+    ".mp3": ("MPEG_LAYER_III",),
+    ".ogg": ("VORBIS", "OPUS"),
+    ".opus": ("OPUS",),
 }
+#: libsndfile container of each written extension.
+_CONTAINERS: dict[str, str] = {
+    ".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG", ".opus": "OGG",
+}  # fmt: skip
+#: Rates (Hz) the lossy codecs can store; other formats take any rate.
+WRITE_RATES: dict[str, tuple[int, ...]] = {
+    "MPEG_LAYER_III": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "OPUS": (8000, 12000, 16000, 24000, 48000),
+}
+#: Constant bit rates (kbit/s) an MPEG-1 layer III stream (32 to 48 kHz) can use.
+MP3_BITRATES: tuple[int, ...] = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 
 #: Samples decoded and dropped before a seek point (4 mp3 frames of 1152 samples).
 _SEEK_WARMUP: dict[str, int] = {".mp3": 4 * 1152}
@@ -92,7 +117,14 @@ def audio_info(path: PathLike, *, stream: int = 0) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise _unreadable(path, error) from error
+        unreadable = _unreadable(path, error)
+        unreadable.__cause__ = error
+        if not _ffmpeg_may_read(path, unreadable):
+            raise unreadable from error
+        try:
+            return _probe(path, 0)[0]
+        except AudioError:
+            raise unreadable from error
     return AudioInfo(
         frames=int(info.frames),
         sample_rate=int(info.samplerate),
@@ -115,7 +147,8 @@ def read_audio(
     """Read a file, or an excerpt of it, as a float32 tensor ``(channels, time)``.
 
     Args:
-        path: a wav, flac, ogg, mp3, m4a, aac or mp4 file.
+        path: an audio file: one of :data:`READ_EXTENSIONS` (wav, flac, aiff, ogg, opus, mp3,
+            m4a, aac, wma, mp4, …).
         start: first sample to read, counted at the file's own rate. soundfile formats seek
             to it; nothing before it is decoded into memory.
         frames: how many samples to read at the file's rate; None reads to the end. An
@@ -144,7 +177,15 @@ def read_audio(
         data, rate = _read_ffmpeg(path, start=start, frames=frames, stream=stream)
     else:
         _check_stream_zero(path, stream)
-        data, rate = _read_soundfile(path, start=start, frames=frames)
+        try:
+            data, rate = _read_soundfile(path, start=start, frames=frames)
+        except AudioError as error:
+            if not _ffmpeg_may_read(path, error):
+                raise
+            try:
+                data, rate = _read_ffmpeg(path, start=start, frames=frames, stream=0)
+            except AudioError:
+                raise error from None  # libsndfile's word on a file neither can read
     if data.shape[1] == 0:
         raise AudioError(path, "no samples were decoded in the requested range")
     if not np.isfinite(data).all():
@@ -171,37 +212,45 @@ def write_audio(
     audio: Tensor | np.ndarray,
     sample_rate: int,
     *,
-    subtype: str = "PCM_16",
+    subtype: str | None = None,
     clip: Literal["warn", "clamp", "rescale"] = "warn",
+    bitrate: int | None = None,
 ) -> Path:
-    """Write ``audio`` ``(channels, time)`` to a wav or flac file, atomically.
+    """Write ``audio`` ``(channels, time)`` to a wav, flac, mp3, ogg or opus file, atomically.
 
     The data go to a temporary file in the destination folder which is then renamed over
     ``path``, so a crash never leaves a truncated file under the final name.
 
     Args:
-        path: destination; its extension picks the container (``.wav`` or ``.flac``).
+        path: destination; its extension picks the container (``.wav``, ``.flac``, ``.mp3``,
+            ``.ogg``: Ogg Vorbis, ``.opus``: Ogg Opus).
         audio: float signal ``(channels, time)``, or ``(time,)`` for mono.
-        sample_rate: rate in Hz.
-        subtype: ``"PCM_16"``, ``"PCM_24"`` or (wav only) ``"FLOAT"``.
-        clip: what to do with samples outside [-1, 1] for integer subtypes: ``"warn"``
-            clamps them and emits a :class:`ClippingWarning` saying how many there were;
-            ``"clamp"`` clamps silently; ``"rescale"`` divides the whole signal by its peak.
+        sample_rate: rate in Hz; mp3 and opus store only the rates of :data:`WRITE_RATES`.
+        subtype: one of :data:`WRITE_SUBTYPES` for the extension: ``"PCM_16"``, ``"PCM_24"``
+            or (wav only) ``"FLOAT"``; ``"MPEG_LAYER_III"``; ``"VORBIS"`` or ``"OPUS"``.
+            None: the first listed (16-bit for wav and flac).
+        clip: what to do with samples outside [-1, 1] for every subtype but ``"FLOAT"``:
+            ``"warn"`` clamps them and emits a :class:`ClippingWarning` saying how many there
+            were; ``"clamp"`` clamps silently; ``"rescale"`` divides the whole signal by its peak.
+        bitrate: mp3 only: constant bit rate in kbit/s, one of :data:`MP3_BITRATES`
+            (None: 320).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        AudioError: unsupported extension or subtype, NaN or infinite samples, bad shape, or
-            the file system refused the write.
+        AudioError: unsupported extension, subtype, rate or bit rate, NaN or infinite samples,
+            bad shape, a missing encoder, or the file system refused the write.
     """
     path = Path(path)
     extension = path.suffix.lower()
     if extension not in WRITE_SUBTYPES:
         raise AudioError(
-            path, f"cannot write {extension or 'files without extension'}; use .wav or .flac"
+            path,
+            f"cannot write {extension or 'files without extension'}; "
+            f"use {', '.join(WRITE_SUBTYPES)}",
         )
-    subtype = subtype.upper()
+    subtype = WRITE_SUBTYPES[extension][0] if subtype is None else subtype.upper()
     if subtype not in WRITE_SUBTYPES[extension]:
         raise AudioError(
             path,
@@ -210,6 +259,19 @@ def write_audio(
         )
     if clip not in ("warn", "clamp", "rescale"):
         raise ValueError(f"clip must be 'warn', 'clamp' or 'rescale', got {clip!r}")
+    rates = WRITE_RATES.get(subtype)
+    if rates is not None and int(sample_rate) not in rates:
+        raise AudioError(
+            path,
+            f"{extension} files store {', '.join(f'{r:g}' for r in rates)} Hz, not "
+            f"{sample_rate} Hz; resample first",
+        )
+    if bitrate is not None and (subtype != "MPEG_LAYER_III" or bitrate not in MP3_BITRATES):
+        raise AudioError(
+            path,
+            f"a bit rate of {bitrate} kbit/s cannot be written; mp3 takes "
+            f"{', '.join(map(str, MP3_BITRATES))}",
+        )
     if isinstance(audio, Tensor):
         data = audio.detach().to("cpu", torch.float32).numpy()
     else:
@@ -230,13 +292,24 @@ def write_audio(
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        sf.write(
-            str(tmp),
-            np.ascontiguousarray(data.T),
-            int(sample_rate),
-            subtype=subtype,
-            format=extension[1:].upper(),
-        )
+        frames = np.ascontiguousarray(data.T)
+        if subtype == "MPEG_LAYER_III" and not _sndfile_writes_mp3():
+            _write_mp3_ffmpeg(path, tmp, frames, int(sample_rate), bitrate or 320)
+        else:
+            options: dict[str, Any] = {}
+            if subtype == "MPEG_LAYER_III":
+                options = {
+                    "bitrate_mode": "CONSTANT",
+                    "compression_level": _mp3_compression(bitrate or 320, int(sample_rate)),
+                }
+            sf.write(
+                str(tmp),
+                frames,
+                int(sample_rate),
+                subtype=subtype,
+                format=_CONTAINERS[extension],
+                **options,
+            )
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -246,6 +319,56 @@ def write_audio(
             raise AudioError(path, f"could not be written ({error})") from error
         raise
     return path
+
+
+def _sndfile_writes_mp3() -> bool:
+    """Whether this libsndfile (1.1 or later, built with LAME) writes mp3."""
+    return "MP3" in sf.available_formats()
+
+
+def _mp3_compression(bitrate: int, sample_rate: int) -> float:
+    """libsndfile's compression level for a constant ``bitrate`` (kbit/s): it maps the level
+    ``c`` in [0, 1] linearly onto the bit rates of the rate's MPEG version and truncates,
+    e.g. ``int(320 - c * 288)`` at 32 kHz and above."""
+    low, high = (32, 320) if sample_rate >= 32000 else (8, 160) if sample_rate >= 16000 else (8, 64)
+    # A quarter kbit/s above the target, so that the truncation lands on it.
+    return min(1.0, max(0.0, (high - bitrate - 0.25) / (high - low)))
+
+
+def _write_mp3_ffmpeg(
+    path: Path, tmp: Path, frames: np.ndarray, sample_rate: int, bitrate: int
+) -> None:
+    """Encode ``frames`` ``(time, channels)`` float32 as a constant-bit-rate mp3 with ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            path,
+            "this libsndfile cannot write mp3 (it needs 1.1 or later) and the ffmpeg program is "
+            f"missing; write wav or flac, or {_INSTALL_FFMPEG.split(' or ')[0]}",
+        )
+    command = [
+        ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "f32le", "-ar", str(sample_rate),
+        "-ac", str(frames.shape[1]), "-i", "-", "-c:a", "libmp3lame", "-b:a", f"{bitrate}k",
+        "-f", "mp3", str(tmp),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, input=frames.astype("<f4").tobytes(), capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        message = _last_line(result.stderr.decode(errors="replace"))
+        raise AudioError(path, f"ffmpeg could not encode it as mp3 ({message})")
+
+
+def _ffmpeg_may_read(path: Path, error: AudioError) -> bool:
+    """Whether a file libsndfile failed to decode (``error``) is worth handing to ffmpeg: the
+    decoder refused it (not a zero length or a bad range) and the ffmpeg program exists."""
+    cause = error.__cause__
+    decoder_failed = isinstance(cause, (sf.LibsndfileError, RuntimeError))
+    return (
+        decoder_failed
+        and shutil.which("ffmpeg") is not None
+        and shutil.which("ffprobe") is not None
+    )
 
 
 def _limit(path: Path, data: np.ndarray, clip: str) -> np.ndarray:

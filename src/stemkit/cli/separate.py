@@ -1,13 +1,26 @@
 """``stemkit separate``: split songs into stems, one folder of audio files per song.
 
-The output is ``DIR/<song>/<stem>.<format>``, and the command guarantees, whatever happens:
+The output is ``DIR/<song>/<stem>.<format>`` (songs found in a folder keep their subfolder:
+``DIR/<subfolder>/<song>/``; see :mod:`stemkit.cli.songs`). Songs are files of any format
+soundfile or ffmpeg decodes, folders or quoted glob patterns; stems are written as wav, flac,
+mp3, ogg (Vorbis) or opus, at the input's rate by default. ``--two-stems vocals`` writes
+``vocals`` and ``no_vocals`` (the mixture minus the vocals, so the two add up to the mixture).
+
+Before any work the command names the model and what it was trained on; a registered
+architecture without trained weights is refused (it would write noise) unless
+``--random-weights`` asks for it. ``--device auto`` (the default) takes CUDA, then MPS, then the
+CPU. The command guarantees, whatever happens:
 
 - **Complete or absent.** A song's stems are written into a hidden partial folder in ``DIR``
   and renamed into place once all are written, with a ``.stemkit-stems.json`` marker (song,
   model, stems, date); an interrupted or failed song leaves no folder under its name. A run
   killed outright (SIGKILL, power loss) may leave a hidden partial folder: the next run into
   the same ``DIR`` removes it, but never one that a live concurrent run is still writing.
-- **Nothing else is touched.** Song folders are always direct children of ``DIR``; song names
+- **Resumable.** ``--skip-existing`` leaves alone every song whose folder is complete (its
+  marker lists files that are all there), so a batch killed half-way is finished by running the
+  same command again with it.
+- **Nothing else is touched.** Song folders are always direct children of ``DIR`` (or of their
+  subfolder in it); song names
   that are empty, ``.``, ``..`` or hold a path separator are refused, and so is a destination
   that is a symbolic link. ``--force`` only replaces folders holding stemkit's marker; any other
   existing folder or file is refused with a message naming it.
@@ -15,7 +28,8 @@ The output is ``DIR/<song>/<stem>.<format>``, and the command guarantees, whatev
   checked again right before the rename, so of two concurrent runs into the same ``DIR`` the
   second reports that song's folder as existing (exit status 1) instead of replacing it.
 - **Errors early and in one line.** An ``--output`` that cannot be created or written (a part
-  of it is a file, read-only, name too long) is refused before the model is loaded. A song that
+  of it is a file, read-only, name too long), an unknown or missing ``--device``, an option
+  the format does not take, are refused before the model is loaded. A song that
   cannot be read, or whose stems cannot be written (disk full, permission denied, …), is
   reported as ``stemkit: error: <path>: <reason>``, its partial folder is removed, and the other
   songs go on; the command then exits with status 1 and lists the failures. Refused commands
@@ -27,10 +41,13 @@ The rules live in :mod:`stemkit.outputs`, shared with the web service.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,10 +55,25 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from stemkit.cli.songs import Song
     from stemkit.models.base import SeparationModel
 
 #: ``--bits`` → soundfile subtype.
 SUBTYPES: dict[int, str] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+
+#: ``--format`` → (file extension, soundfile subtype when ``--bits`` does not choose it).
+FORMATS: dict[str, tuple[str, str | None]] = {
+    "wav": (".wav", None),
+    "flac": (".flac", None),
+    "mp3": (".mp3", "MPEG_LAYER_III"),
+    "ogg": (".ogg", "VORBIS"),
+    "opus": (".opus", "OPUS"),
+}
+
+#: ``--mp3-bitrate`` choices (MPEG-1 layer III constant bit rates, kbit/s).
+MP3_BITRATES: tuple[int, ...] = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+#: Rates of MPEG-1 layer III, the mp3 the bit rates above apply to.
+MP3_RATES: tuple[int, ...] = (32000, 44100, 48000)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,7 +83,14 @@ def add_parser(subparsers: Any) -> None:
         help="separate songs into stems",
         description="Separate songs into stems, written as DIR/<song>/<stem>.<format>.",
     )
-    parser.add_argument("songs", nargs="+", metavar="SONG", help="audio files to separate")
+    parser.add_argument(
+        "songs",
+        nargs="+",
+        metavar="SONG",
+        help="audio files (wav, flac, mp3, aiff, ogg, opus, m4a, wma, video, … anything ffmpeg "
+        "decodes), folders (searched recursively for audio files) or quoted glob patterns "
+        "such as 'album/*.flac'",
+    )
     parser.add_argument(
         "-o", "--output", default="separated", metavar="DIR", help="output folder (./separated)"
     )
@@ -59,7 +98,14 @@ def add_parser(subparsers: Any) -> None:
         "--model",
         default="default",
         metavar="NAME|PATH",
-        help="checkpoint file, bundled model or registered model name (default: the bundled one)",
+        help="checkpoint file, bundled model (default: trained on generated songs only) or "
+        "identity; other registered architectures need --random-weights",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow --model to name an architecture without trained weights, which then "
+        "separates with random weights (noise; for tests and timing only)",
     )
     parser.add_argument(
         "--segment",
@@ -87,22 +133,41 @@ def add_parser(subparsers: Any) -> None:
         help="shift trick: average N predictions on randomly delayed copies (0 = off)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the shift delays")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (cpu)")
     parser.add_argument(
-        "--format", choices=("wav", "flac"), default="wav", help="output file format (wav)"
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (auto)",
+    )
+    parser.add_argument(
+        "--format", choices=tuple(FORMATS), default="wav", help="output file format (wav)"
     )
     parser.add_argument(
         "--bits",
         type=int,
         choices=sorted(SUBTYPES),
-        default=16,
-        help="16 or 24-bit integers, or 32-bit float (wav only) (16)",
+        default=None,
+        help="wav and flac: 16 or 24-bit integers, or 32-bit float (wav only) (16)",
+    )
+    parser.add_argument(
+        "--mp3-bitrate",
+        type=int,
+        choices=MP3_BITRATES,
+        default=None,
+        metavar="KBPS",
+        help=f"mp3 constant bit rate in kbit/s, {MP3_BITRATES[0]} to {MP3_BITRATES[-1]} (320)",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        default="input",
+        metavar="input|model|HZ",
+        help="rate of the stems: the song's own (input), the model's, or a number of Hz; "
+        "opus is always written at 48000 Hz and mp3 at the next rate it can store (input)",
     )
     parser.add_argument(
         "--clip",
         choices=("warn", "clamp", "rescale"),
         default="warn",
-        help="samples beyond [-1, 1] in integer formats: clamp with a warning, clamp "
+        help="samples beyond [-1, 1] in every format but 32-bit float: clamp with a warning, clamp "
         "silently, or rescale the stem by its peak (warn)",
     )
     parser.add_argument(
@@ -118,68 +183,149 @@ def add_parser(subparsers: Any) -> None:
         help="comma-separated stems to write (default: all the model gives)",
     )
     parser.add_argument(
+        "--two-stems",
+        default=None,
+        metavar="STEM",
+        help="write STEM and no_STEM, the mixture minus STEM (e.g. --two-stems vocals for "
+        "karaoke); the two add up to the mixture at the model's rate (exactly with --bits 32)",
+    )
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip songs whose output folder is complete (finish an interrupted batch)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="replace song folders that stemkit wrote before (never other folders or files)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no model line, song counter or progress bars"
+    )
     parser.set_defaults(func=run)
 
 
+@dataclass(frozen=True)
+class _Output:
+    """How the stems are written: extension, soundfile subtype, rate rule and bit rate."""
+
+    extension: str
+    subtype: str
+    rate: int | Literal["input", "model"]
+    bitrate: int | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One song and the folder its stems go to."""
+
+    song: Path
+    destination: Path
+
+
 def run(args: argparse.Namespace) -> int:
-    """Separate every song in ``args.songs``; 0 when all succeeded, 1 when some failed.
+    """Separate every song ``args.songs`` names; 0 when all succeeded, 1 when some failed.
 
     Raises:
-        StemkitError: a bad option, song name or output folder (exit status 2); the checks
-            that need no model run before it is loaded, and leave no output folder behind.
+        StemkitError: a bad option, device, song name or output folder (exit status 2); the
+            checks that need no model run before it is loaded, and leave no output folder
+            behind.
     """
-    import torch
-
     from stemkit import outputs
+    from stemkit.cli.songs import find_songs
     from stemkit.errors import StemkitError
+    from stemkit.runtime import resolve_device
 
-    extension = f".{args.format}"
-    subtype = SUBTYPES[args.bits]
-    if extension == ".flac" and subtype == "FLOAT":
-        raise StemkitError("flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        raise StemkitError(f"--device {args.device!r} is not a torch device ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StemkitError(f"--device {args.device}: no CUDA device is available; use cpu")
-
+    output = _output_settings(args)
+    device = resolve_device(args.device)
     output_root = Path(args.output)
-    songs = [Path(song) for song in args.songs]
-    names = [outputs.folder_name(song) for song in songs]  # refuses "..wav" before any file work
-    created = outputs.prepare_root(output_root)  # a bad --output fails now, not after separating
+    songs = find_songs(args.songs, exclude=output_root)
+    roots = sorted({output_root / song.subfolder for song in songs})
+    names = [outputs.folder_name(song.path) for song in songs]  # refuses "..wav" early
+    created: list[Path] = []
     try:
+        for root in roots:  # a bad --output fails now, not after separating
+            created += outputs.prepare_root(root)
         # First, as it may bring back a folder that a run killed during --force moved aside.
-        for path in outputs.clean_leftovers(output_root):
-            print(f"stemkit: cleaned up {path}, left by an interrupted run", file=sys.stderr)
-        destinations = _destinations(songs, names, output_root)
-        existing = [str(path) for path in destinations if os.path.lexists(path)]
+        for root in roots:
+            for path in outputs.clean_leftovers(root):
+                print(f"stemkit: cleaned up {path}, left by an interrupted run", file=sys.stderr)
+        jobs = _jobs(songs, names, output_root)
+        skipped = [job for job in jobs if args.skip_existing and _complete(job.destination)]
+        jobs = [job for job in jobs if job not in skipped]
+        existing = [str(job.destination) for job in jobs if os.path.lexists(job.destination)]
         if existing and not args.force:
             raise StemkitError(
                 f"output folder(s) already exist: {', '.join(existing)}; pass --force to replace "
-                "them or choose another --output"
+                "them, --skip-existing to keep the complete ones, or choose another --output"
             )
-        for path in destinations:
-            outputs.check_destination(path, force=args.force)
-        return _separate_all(args, songs, destinations, device, extension, subtype)
+        for job in jobs:
+            outputs.check_destination(job.destination, force=args.force)
+        if skipped and not args.quiet:
+            print(
+                f"stemkit: skipping {len(skipped)} song(s) already separated in {output_root}",
+                file=sys.stderr,
+            )
+        if not jobs:
+            return 0
+        return _separate_all(args, jobs, device, output)
     except StemkitError:
-        # A refused command leaves no trace: not even the output folder it created.
+        # A refused command leaves no trace: not even the output folders it created.
         outputs.remove_if_empty(created)
         raise
 
 
+def _output_settings(args: argparse.Namespace) -> _Output:
+    """``--format``, ``--bits``, ``--mp3-bitrate`` and ``--sample-rate``, checked together."""
+    from stemkit.errors import StemkitError
+
+    extension, lossy = FORMATS[args.format]
+    if lossy is not None and args.bits is not None:
+        raise StemkitError(
+            f"--bits sets the sample size of wav and flac; {args.format} has none (drop --bits)"
+        )
+    if args.mp3_bitrate is not None and args.format != "mp3":
+        raise StemkitError("--mp3-bitrate applies to --format mp3 only")
+    subtype = lossy or SUBTYPES[args.bits or 16]
+    if extension == ".flac" and subtype == "FLOAT":
+        raise StemkitError("flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav")
+    rate: int | Literal["input", "model"]
+    text = str(args.sample_rate).strip().lower()
+    if text in ("input", "model"):
+        rate = "input" if text == "input" else "model"
+    else:
+        try:
+            rate = int(text)
+        except ValueError:
+            rate = 0
+        if not 1000 <= rate <= 384000:
+            raise StemkitError(
+                f"--sample-rate {args.sample_rate!r}: use input, model or a rate in Hz "
+                "from 1000 to 384000"
+            )
+    bitrate = (args.mp3_bitrate or 320) if args.format == "mp3" else None
+    return _Output(extension, subtype, rate, bitrate)
+
+
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` is a stem folder whose marker lists files that are all there."""
+    from stemkit import outputs
+
+    if not outputs.is_stem_folder(folder):
+        return False
+    try:
+        marker = json.loads((folder / outputs.MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    files = marker.get("files")
+    if not isinstance(files, list) or not files:
+        return False
+    names = [name for name in files if isinstance(name, str) and name != outputs.MARKER]
+    return bool(names) and all((folder / name).is_file() for name in names)
+
+
 def _separate_all(
-    args: argparse.Namespace,
-    songs: list[Path],
-    destinations: list[Path],
-    device: torch.device,
-    extension: str,
-    subtype: str,
+    args: argparse.Namespace, jobs: list[_Job], device: torch.device, output: _Output
 ) -> int:
     """Load the model, separate and write every song; a song that fails is reported and the
     others go on. Returns 0 when all succeeded, 1 when some failed."""
@@ -187,6 +333,7 @@ def _separate_all(
 
     from stemkit import outputs
     from stemkit.artifacts import load_model
+    from stemkit.cli import model_choice
     from stemkit.errors import AudioError, StemkitError
     from stemkit.inference import check_settings, separate
 
@@ -196,6 +343,8 @@ def _separate_all(
             f"{args.model} is an oracle: it needs the true stems, which a song to separate does "
             f"not have; score it with `stemkit evaluate --model {args.model} --data DIR`"
         )
+    if model_choice.is_untrained(args.model) and not args.random_weights:
+        raise model_choice.refuse_untrained(args.model)
     if args.segment is None:
         segment = model.default_segment
     else:
@@ -204,15 +353,35 @@ def _separate_all(
         check_settings(segment, args.overlap, args.batch_size, args.shifts)
     except ValueError as error:
         raise StemkitError(str(error)) from None
-    selected = _select_stems(list(model.sources), args.stems)
+    sources = list(model.sources)
+    if args.two_stems is not None:
+        if args.stems is not None:
+            raise StemkitError("--two-stems and --stems exclude each other; choose one")
+        if args.two_stems not in sources:
+            raise StemkitError(
+                f"--two-stems {args.two_stems!r}: this model gives {', '.join(sources)}"
+            )
+        selected = [args.two_stems, f"no_{args.two_stems}"]
+    else:
+        selected = _select_stems(sources, args.stems)
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
+    if not args.quiet:
+        print(f"stemkit: {model_choice.describe(args.model, model)}; on {device}", file=sys.stderr)
 
     failures: list[str] = []
-    for song, destination in zip(songs, destinations, strict=True):
+    started = time.monotonic()
+    for number, job in enumerate(jobs, 1):
+        song, destination = job.song, job.destination
         if not args.quiet:
-            print(f"separating {song} -> {destination}", file=sys.stderr)
+            eta = ""
+            if number > 1:
+                left = (time.monotonic() - started) / (number - 1) * (len(jobs) - number + 1)
+                eta = f" (about {_duration(left)} left)"
+            print(
+                f"[{number}/{len(jobs)}] separating {song} -> {destination}{eta}", file=sys.stderr
+            )
         try:
-            mixture, rate = _read(song, model, args.downmix)
+            mixture, song_rate, song_frames = _read(song, model, args.downmix)
             try:
                 stems = separate(
                     model,
@@ -229,7 +398,18 @@ def _separate_all(
                 # The settings were checked above, so the model refuses this song itself,
                 # e.g. one shorter than its STFT window.
                 raise AudioError(song, f"cannot be separated by {args.model}: {error}") from None
-            files = {f"{name}{extension}": stems[model.sources.index(name)] for name in selected}
+            if args.two_stems is not None:
+                stem = stems[sources.index(args.two_stems)]
+                signals = {selected[0]: stem, selected[1]: mixture - stem}
+            else:
+                signals = {name: stems[sources.index(name)] for name in selected}
+            rate = _output_rate(output, song_rate, int(model.sample_rate))
+            files = {
+                f"{name}{output.extension}": _at_rate(
+                    signal, int(model.sample_rate), rate, song_frames if rate == song_rate else None
+                )
+                for name, signal in signals.items()
+            }
             info = {
                 "song": os.path.abspath(song),
                 "model": args.model,
@@ -240,7 +420,7 @@ def _separate_all(
                 destination,
                 files,
                 rate,
-                subtype=subtype,
+                output=output,
                 clip=args.clip,
                 force=args.force,
                 info=info,
@@ -254,30 +434,72 @@ def _separate_all(
             print(f"stemkit: error: {song}: {outputs.describe_os_error(error)}", file=sys.stderr)
             failures.append(str(song))
             continue
-        print(destination)
+        print(destination, flush=True)
     if failures:
         print(
-            f"stemkit: {len(failures)} of {len(songs)} song(s) failed: {', '.join(failures)}",
+            f"stemkit: {len(failures)} of {len(jobs)} song(s) failed: {', '.join(failures)}",
             file=sys.stderr,
         )
         return 1
     return 0
 
 
-def _destinations(songs: Sequence[Path], names: Sequence[str], output_root: Path) -> list[Path]:
+def _duration(seconds: float) -> str:
+    """``"1h02m"``, ``"3m05s"`` or ``"42s"``."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _output_rate(output: _Output, song_rate: int, model_rate: int) -> int:
+    """The rate the stems are written at: as asked, then moved to one the codec stores."""
+    rate = {"input": song_rate, "model": model_rate}.get(str(output.rate))
+    rate = int(output.rate) if rate is None else rate
+    if output.subtype == "OPUS":
+        return 48000  # Ogg Opus is 48 kHz: decoders play every file at that rate anyway
+    if output.subtype == "MPEG_LAYER_III":
+        return min((r for r in MP3_RATES if r >= rate), default=MP3_RATES[-1])
+    return rate
+
+
+def _at_rate(signal: Tensor, rate: int, wanted: int, frames: int | None) -> Tensor:
+    """``signal`` resampled from ``rate`` to ``wanted`` Hz; at the song's own rate, cut or
+    padded to its ``frames`` (the round trip through the model's rate may differ by one)."""
+    import torch
+
+    from stemkit.audio import resample
+
+    if wanted == rate:
+        return signal
+    out = resample(signal, rate, wanted)
+    if frames is not None and out.shape[-1] != frames:
+        out = out[..., :frames]
+        if out.shape[-1] < frames:
+            out = torch.nn.functional.pad(out, (0, frames - out.shape[-1]))
+    return out
+
+
+def _jobs(songs: Sequence[Song], names: Sequence[str], output_root: Path) -> list[_Job]:
     from stemkit import outputs
     from stemkit.errors import StemkitError
 
-    destinations = [outputs.destination(output_root, name) for name in names]
+    jobs = [
+        _Job(song.path, outputs.destination(output_root / song.subfolder, name))
+        for song, name in zip(songs, names, strict=True)
+    ]
     seen: dict[Path, Path] = {}
-    for song, destination in zip(songs, destinations, strict=True):
-        if destination in seen:
+    for job in jobs:
+        if job.destination in seen:
             raise StemkitError(
-                f"{seen[destination]} and {song} would both be written to {destination}; "
-                "rename one of them or separate them in two runs with different --output"
+                f"{seen[job.destination]} and {job.song} would both be written to "
+                f"{job.destination}; rename one of them or separate them in two runs with "
+                "different --output"
             )
-        seen[destination] = song
-    return destinations
+        seen[job.destination] = job.song
+    return jobs
 
 
 def _select_stems(sources: list[str], wanted: str | None) -> list[str]:
@@ -295,12 +517,13 @@ def _select_stems(sources: list[str], wanted: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _read(song: Path, model: SeparationModel, downmix: bool) -> tuple[Tensor, int]:
-    from stemkit.audio import read_audio
+def _read(song: Path, model: SeparationModel, downmix: bool) -> tuple[Tensor, int, int]:
+    """The song at the model's rate and channels, with its own rate and length in samples."""
+    from stemkit.audio import read_audio, resample
 
-    return read_audio(
-        song, sample_rate=model.sample_rate, channels=model.audio_channels, downmix=downmix
-    )
+    audio, rate = read_audio(song, channels=model.audio_channels, downmix=downmix)
+    frames = int(audio.shape[-1])
+    return resample(audio, rate, int(model.sample_rate)), rate, frames
 
 
 def _write_folder(
@@ -308,7 +531,7 @@ def _write_folder(
     files: dict[str, Tensor],
     rate: int,
     *,
-    subtype: str,
+    output: _Output,
     clip: Literal["warn", "clamp", "rescale"],
     force: bool,
     info: dict[str, Any],
@@ -326,7 +549,14 @@ def _write_folder(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", audio.ClippingWarning)
             for name, signal in files.items():
-                audio.write_audio(folder / name, signal, rate, subtype=subtype, clip=clip)
+                audio.write_audio(
+                    folder / name,
+                    signal,
+                    rate,
+                    subtype=output.subtype,
+                    clip=clip,
+                    bitrate=output.bitrate,
+                )
         for warning in caught:
             # Name the file where the user will find it, not in the hidden partial folder.
             message = str(warning.message).replace(str(folder), str(destination))

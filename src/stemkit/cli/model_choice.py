@@ -1,0 +1,108 @@
+"""What a ``--model`` names, whether it may separate songs, and the line that tells the user.
+
+``--model`` takes a checkpoint file, a bundled model (``default``) or a registry name. Of the
+registry names only ``identity`` (the mixture back, unchanged) separates without weights;
+every other architecture built by name has random weights and would write noise with exit
+status 0, so ``stemkit separate`` refuses it unless ``--random-weights`` asks for exactly that
+(tests, timing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stemkit.errors import StemkitError
+
+#: Registry names that need no trained weights.
+WEIGHTLESS: frozenset[str] = frozenset({"identity"})
+
+#: What each bundled model was trained on, in the words its model card uses (the checkpoint
+#: only records a data folder).
+BUNDLED_NOTES: dict[str, str] = {
+    "default": "Open-Unmix umx-synth-small, bundled; trained on generated songs only; "
+    "expect weak results on real music",
+}
+
+_CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
+
+
+def is_checkpoint_file(spec: str) -> bool:
+    """Whether ``--model spec`` names a checkpoint file (as :func:`load_model` decides)."""
+    path = Path(spec)
+    return path.suffix in _CHECKPOINT_SUFFIXES or path.is_file()
+
+
+def is_bundled(spec: str) -> bool:
+    """Whether ``spec`` is the name of a model bundled with stemkit."""
+    from stemkit.artifacts import bundled_path
+
+    if is_checkpoint_file(spec):
+        return False
+    try:
+        bundled_path(spec)
+    except StemkitError:
+        return False
+    return True
+
+
+def is_untrained(spec: str) -> bool:
+    """Whether ``--model spec`` builds a registered architecture with random weights."""
+    from stemkit import models
+
+    if is_checkpoint_file(spec) or is_bundled(spec) or spec in WEIGHTLESS:
+        return False
+    return spec in models.available()
+
+
+def refuse_untrained(spec: str) -> StemkitError:
+    """The one-line refusal of an architecture without trained weights."""
+    bundled = ", ".join(sorted(BUNDLED_NOTES))
+    return StemkitError(
+        f"--model {spec} has no trained weights: it would separate with random ones and write "
+        f"noise; use a bundled model ({bundled}), a checkpoint file (from `stemkit train`, or "
+        "`stemkit models import-openunmix` for the published Open-Unmix weights), or pass "
+        "--random-weights to separate with random weights anyway (for testing)"
+    )
+
+
+def describe(spec: str, model: Any) -> str:
+    """One line naming the model and what it was trained on, e.g. ``"model: default (…)"``."""
+    sources = list(getattr(model, "sources", []))
+    shape = f"{len(sources)} stem(s) {', '.join(sources)} at {model.sample_rate} Hz"
+    if is_bundled(spec):
+        from stemkit.artifacts import bundled_path
+
+        note = BUNDLED_NOTES.get(spec, _trained_on(bundled_path(spec)))
+        return f"model: {spec} ({note}); {shape}"
+    if is_checkpoint_file(spec):
+        return f"model: {spec}: {_trained_on(Path(spec))}; {shape}"
+    if spec in WEIGHTLESS:
+        return f"model: {spec} (no weights: writes the mixture back unchanged); {shape}"
+    return f"model: {spec} with RANDOM weights (--random-weights): its stems are noise; {shape}"
+
+
+def _trained_on(path: Path) -> str:
+    """What the checkpoint at ``path`` records about its training data and code."""
+    from stemkit.artifacts.checkpoint import load_checkpoint
+
+    try:
+        payload = load_checkpoint(path, verify=False)
+    except StemkitError:
+        return "training data not recorded"
+    name = payload.get("model_name", "?")
+    config = payload.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    provenance = payload.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    parts = [f"{name} checkpoint"]
+    if isinstance(data, dict) and data.get("root"):
+        layout = f", {data['format']} layout" if data.get("format") else ""
+        parts.append(f"trained on {data['root']}{layout}")
+    else:
+        parts.append("training data not recorded")
+    if provenance.get("data_fingerprint"):
+        parts.append(f"data fingerprint {provenance['data_fingerprint']}")
+    if provenance.get("git_commit"):
+        parts.append(f"code {str(provenance['git_commit'])[:10]}")
+    return ", ".join(parts)
