@@ -246,3 +246,19 @@ def test_a_dataset_at_another_rate_is_scored_at_its_own(
                     assert 10.0 < b.usdr[source] < a.usdr[source] + 3.0, source
                 else:
                     assert 0.0 < b.usdr[source] < a.usdr[source] + 3.0, source
+
+
+@pytest.mark.parametrize("kind", ["irm2", "mwf"])
+def test_an_oracle_of_some_sources_counts_the_rest_of_the_track(hq_tree: Path, kind: str) -> None:
+    # Given only the vocals, a ratio mask would be |V|²/|V|² = 1 everywhere: the vocals
+    # estimate would be the whole mixture. The rest of the track must enter the masks.
+    from stemkit.evaluation import evaluate as run_evaluation
+    from stemkit.models import build
+
+    full = run_evaluation(build(kind), hq_tree, method=kind)
+    vocals = run_evaluation(build(kind, sources=("vocals",)), hq_tree, method=kind)
+    for whole, alone in zip(full.tracks, vocals.tracks, strict=True):
+        # The rest is one more source: a vocals/accompaniment oracle, close to the 4-source
+        # one on vocals but not equal (the power of a sum is not the sum of the powers).
+        assert abs(alone.usdr["vocals"] - whole.usdr["vocals"]) < 3.0
+        assert alone.usdr["vocals"] > alone.baseline_usdr["vocals"] + 5

@@ -267,8 +267,17 @@ def _separate_and_score(
     model_mixture = _resample_stems(mixture[None], track.sample_rate, model.sample_rate)[0]
     oracle = model.requires_references
     if oracle:
-        # Oracles filter with the true stems, aligned sample by sample: whole tracks only.
-        model.set_references(_resample_stems(references, track.sample_rate, model.sample_rate))
+        # Oracles filter with the true stems, aligned sample by sample: whole tracks only. A
+        # model of some of the sources also needs the rest of the track, or its masks would
+        # give it the whole mixture.
+        others = [s for s in track.stems() if s not in sources]
+        rest = None
+        if others:
+            rest = torch.stack([_read_stem(track, s, channels) for s in others]).sum(dim=0)
+            rest = _resample_stems(rest[None], track.sample_rate, model.sample_rate)[0]
+        model.set_references(
+            _resample_stems(references, track.sample_rate, model.sample_rate), rest=rest
+        )
     estimates = separate(
         model,
         model_mixture,

@@ -186,11 +186,13 @@ class SeparationModel(nn.Module):
             progress: show a progress bar.
         """
 
-    def set_references(self, stems: Tensor) -> None:
+    def set_references(self, stems: Tensor, rest: Tensor | None = None) -> None:
         """Give the true stems of the next mixture, when :attr:`requires_references` is set.
 
         Args:
             stems: ``(sources, channels, time)``, aligned with the mixture.
+            rest: ``(channels, time)``, the sum of the track's other stems (those the model
+                does not separate), or None when ``stems`` are all of them.
 
         Raises:
             StemkitError: the model separates without references.

@@ -252,13 +252,19 @@ class OracleSeparator(SeparationModel):
         """Exponent of the magnitudes in the masks (1 or 2; 2 for ``mwf``, which uses powers)."""
         return 1.0 if self.kind.endswith("1") else 2.0
 
-    def set_references(self, stems: Tensor | np.ndarray | None) -> None:
+    def set_references(
+        self, stems: Tensor | np.ndarray | None, rest: Tensor | np.ndarray | None = None
+    ) -> None:
         """Give the true stems of the next mixture(s); ``None`` forgets them.
 
         Args:
             stems: ``(nb_sources, nb_channels, nb_samples)`` for a batch of one mixture, or
                 ``(batch, nb_sources, nb_channels, nb_samples)``, sources in ``self.sources``
                 order, at ``self.sample_rate``.
+            rest: the sum of the track's other stems, ``(nb_channels, nb_samples)`` (or with a
+                batch dimension), when the oracle separates only some of them: the masks and
+                the Wiener gain then count it as one more source, whose estimate is dropped
+                (a vocals-only ratio mask is ``|V|^α / (|V|^α + |rest|^α)``, not 1).
 
         Raises:
             OracleReferenceError: wrong number of dimensions, sources or channels.
@@ -278,6 +284,15 @@ class OracleSeparator(SeparationModel):
                 f"references of shape {tuple(refs.shape)} do not fit the oracle, which expects "
                 f"{len(self.sources)} sources {self.sources} of {self.audio_channels} channel(s)"
             )
+        if rest is not None:
+            rest_refs = torch.as_tensor(rest).unsqueeze(-3)
+            if rest_refs.shape[:-3] + rest_refs.shape[-2:] != refs.shape[:-3] + refs.shape[-2:]:
+                raise OracleReferenceError(
+                    f"the rest of the track {tuple(rest_refs.shape[:-3] + rest_refs.shape[-2:])} "
+                    f"does not match the references {tuple(refs.shape)}"
+                )
+            # one more row: filtered like the others, dropped by forward
+            refs = torch.cat([refs, rest_refs.to(refs.dtype)], dim=-3)
         if not refs.is_floating_point():
             raise OracleReferenceError(f"references must be float audio, got {refs.dtype}")
         self._references = refs.detach()
@@ -305,9 +320,10 @@ class OracleSeparator(SeparationModel):
                 in batch size or length (chunked or shifted inference).
         """
         refs = self._aligned_references(mixture)
-        return torch.stack(
+        stems = torch.stack(
             [self._separate_one(mix, ref) for mix, ref in zip(mixture, refs, strict=True)]
         )
+        return stems[:, : len(self.sources)]  # without the rest of the track, if given
 
     def _aligned_references(self, mixture: Tensor) -> Tensor:
         if self._references is None:
