@@ -96,6 +96,8 @@ RANGES: dict[str, tuple[Interval, Interval]] = {
 STEM_RMS_DBFS = -20.0
 #: Level of each stem in the mix relative to the others, before the song's random gains.
 STEM_BALANCE_DB: dict[str, float] = {"drums": 1.0, "bass": 0.0, "other": -2.0, "vocals": 1.5}
+#: Time constant of the bus compressor's RMS detector, in seconds.
+DETECTOR_SECONDS = 0.01
 #: Limiter look-ahead, in seconds.
 LOOKAHEAD_SECONDS = 0.0015
 #: Seconds a vocal rest keeps the effects' tail before it is gated to exact silence again.
@@ -239,8 +241,9 @@ def active_rms(audio: np.ndarray, frame: int = 4096, floor_db: float = -40.0) ->
 def bus_gain(mix: np.ndarray, settings: Mapping[str, float], sample_rate: int) -> np.ndarray:
     """The gain curve of the bus compressor followed by a look-ahead limiter.
 
-    Both detectors read the mix in blocks of :data:`GRID` samples: the compressor smooths its
-    gain reduction with attack and release; the limiter takes the minimum gain needed over the
+    Both detectors read the mix in blocks of :data:`GRID` samples: the compressor follows the
+    mix's smoothed power against a threshold set relative to its active RMS and smooths its gain
+    reduction with attack and release; the limiter takes the minimum gain needed over the
     look-ahead, releases smoothly, and averages over the look-ahead so it never lets a peak
     through between blocks. Block gains are interpolated linearly to samples.
 
@@ -261,9 +264,14 @@ def bus_gain(mix: np.ndarray, settings: Mapping[str, float], sample_rate: int) -
     if level == 0:
         return np.ones(n_samples)
 
-    # compressor
+    # compressor: an RMS detector (the power of each block, smoothed over DETECTOR_SECONDS),
+    # so it follows the loudness of passages and leaves single transients to the limiter
+    power = np.zeros(n_blocks * _BLOCK)
+    power[:n_samples] = np.mean(np.square(mix, dtype=np.float64), axis=0)
+    smoothing = _coefficient(DETECTOR_SECONDS, sample_rate)
+    power = _smooth(power.reshape(n_blocks, _BLOCK).mean(axis=1), smoothing, smoothing)
     threshold_db = 20 * np.log10(level) + settings["threshold_rel_db"]
-    level_db = 20 * np.log10(np.maximum(peak, 1e-12))
+    level_db = 10 * np.log10(np.maximum(power, 1e-24))
     target = np.maximum(0.0, level_db - threshold_db) * (1 - 1 / settings["ratio"])
     attack = _coefficient(settings["attack_ms"] / 1000, sample_rate)
     release = _coefficient(settings["release_ms"] / 1000, sample_rate)
@@ -285,7 +293,11 @@ def bus_gain(mix: np.ndarray, settings: Mapping[str, float], sample_rate: int) -
     lead = np.concatenate([np.full(window - 1, held[0]), held])
     limit = np.lib.stride_tricks.sliding_window_view(lead, window).mean(axis=1)
 
+    # Each block takes the least gain of itself and its neighbours: a sample interpolated
+    # between two block centres then never gets more gain than its own block allows.
     gains = comp * np.minimum(limit, 1.0)
+    edged = np.concatenate([[gains[0]], gains, [gains[-1]]])
+    gains = np.lib.stride_tricks.sliding_window_view(edged, 3).min(axis=1)
     centres = np.arange(n_blocks) * _BLOCK + (_BLOCK - 1) / 2
     return np.interp(np.arange(n_samples), centres, gains)
 

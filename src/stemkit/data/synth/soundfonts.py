@@ -121,7 +121,12 @@ def resolve(
     unique = list({font.path: font for font in chosen}.values())
     if not unique:
         raise StemkitError("--soundfonts names no soundfont; give names, paths or 'all'")
-    return tuple(unique)
+    # Two files with one name (a system TimGM6mb and pretty_midi's) are told apart by path.
+    taken = [font.name for font in unique]
+    return tuple(
+        Soundfont(str(font.path), font.path) if taken.count(font.name) > 1 else font
+        for font in unique
+    )
 
 
 def split_pool(
