@@ -40,8 +40,11 @@ def _add_synth(verbs: Any) -> None:
         description=(
             "Compose and render pop-like songs with FluidSynth into OUT/train and OUT/test, "
             "one folder per track with mixture, drums, bass, other and vocals WAV files "
-            "(44.1 kHz stereo, PCM_16; the mixture is exactly the sum of the stems), song.mid "
-            "and meta.json. The same seed gives the same files."
+            "(44.1 kHz stereo, PCM_16; the mixture is exactly the sum of the stems), song.mid, "
+            "settings.json and meta.json. Each song draws a soundfont and, with production on, "
+            "per-stem effects, bus compression and a limiter from its seed. With two or more "
+            "soundfonts one is kept for --heldout songs, which also draw their effects from "
+            "ranges training never uses. The same seed gives the same files."
         ),
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write")
@@ -58,15 +61,48 @@ def _add_synth(verbs: Any) -> None:
         default=30.0,
         metavar="S",
         help="seconds per track, 2 to 1200: each song is rendered whole in memory, about "
-        "6 MB per second per worker (default 30)",
+        "8 MB per second per worker (default 30)",
     )
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="dataset seed (default 0)")
+    parser.add_argument(
+        "--soundfonts",
+        default=None,
+        metavar="NAMES",
+        help="soundfonts the songs draw from: 'all' (default: every General MIDI .sf2/.sf3 in "
+        "/usr/share/sounds, else TimGM6mb from pretty_midi) or names and paths, comma-separated "
+        "(e.g. FluidR3_GM,TimGM6mb)",
+    )
     parser.add_argument(
         "--soundfont",
         type=Path,
         default=None,
         metavar="PATH",
-        help="General MIDI .sf2/.sf3 (default: TimGM6mb from the system or from pretty_midi)",
+        help="a single General MIDI .sf2/.sf3 file (the same as --soundfonts PATH)",
+    )
+    parser.add_argument(
+        "--soundfont-mode",
+        choices=("song", "part"),
+        default="song",
+        help="draw one soundfont per song, or one per part (default song)",
+    )
+    parser.add_argument(
+        "--no-production",
+        dest="production",
+        action="store_false",
+        help="dry stems: no per-stem effects, bus compression or limiter",
+    )
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help="make held-out songs (all in test/): the reserved soundfont and effect ranges "
+        "that training songs never use",
+    )
+    parser.add_argument(
+        "--heldout-soundfont",
+        default=None,
+        metavar="NAME",
+        help="the soundfont reserved for --heldout (default: MuseScore_General_Full, else "
+        "FluidR3_GM, else the last name); give the same value to the training run",
     )
     parser.add_argument(
         "--test-tracks",
@@ -90,6 +126,11 @@ def _run_synth(args: argparse.Namespace) -> int:
         args.duration,
         args.seed,
         soundfont=args.soundfont,
+        soundfonts=args.soundfonts,
+        soundfont_mode=args.soundfont_mode,
+        production=args.production,
+        heldout=args.heldout,
+        heldout_soundfont=args.heldout_soundfont,
         n_test=args.test_tracks,
         workers=args.workers,
         progress=True,

@@ -50,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="stemkit-demo-") as tmp:
         print(f"rendering a {args.duration:g} s song (seed {args.seed})")
-        [track] = synthesize(Path(tmp), 1, args.duration, args.seed, n_test=1)
+        # The songs the bundled model learned from: TimGM6mb, dry stems.
+        [track] = synthesize(
+            Path(tmp),
+            1,
+            args.duration,
+            args.seed,
+            n_test=1,
+            soundfonts="TimGM6mb",
+            production=False,
+        )
         song = out / "song"
         if song.exists():
             shutil.rmtree(song)

@@ -5,6 +5,12 @@ stems: ``drums`` (General MIDI kit on channel 10), ``bass`` (the chord roots), `
 comping plus an optional pad) and ``vocals`` (a lead melody on a voice-like patch, with an
 intro and rest bars that the renderer turns into exact digital silence, as in MUSDB18).
 
+Songs of three 4-bar blocks or more follow a form (:data:`SECTIONS`: intro, verse, chorus,
+break, outro) that decides which parts play in each block, so sources come and go as in real
+songs; the chorus brings the pad and the B-section drum and comping patterns. Every note is
+humanised: a seeded per-part timing spread (on the grid) and velocity spread, scaled by the
+section's dynamics.
+
 Every time is an integer sample index on a 64-sample grid: FluidSynth applies events at
 64-sample block boundaries, so notes on that grid sound exactly where the note list says.
 All randomness comes from one track seed, split into independent streams per aspect, so that
@@ -33,6 +39,30 @@ TAIL_SECONDS = 1.0
 MIN_DURATION = 2.0
 #: Range of the random per-stem gain, in dB (uniform in [-x, +x]).
 GAIN_RANGE_DB = 6.0
+#: The sections of a song's form, in 4-bar blocks.
+SECTIONS: tuple[str, ...] = ("intro", "verse", "chorus", "break", "outro")
+#: Bars per section block.
+BLOCK_BARS = 4
+#: Fewest blocks for a song to get a form; shorter songs are one verse.
+MIN_FORM_BLOCKS = 3
+#: Velocity factor of each section (its dynamics).
+SECTION_DYNAMICS: dict[str, float] = {
+    "intro": 0.85,
+    "verse": 0.9,
+    "chorus": 1.0,
+    "break": 0.85,
+    "outro": 0.9,
+}
+#: Range of each part's timing spread (standard deviation of the onset offset), in ms.
+TIMING_SPREAD_MS: dict[str, tuple[float, float]] = {
+    "drums": (1.0, 4.0),
+    "bass": (2.0, 6.0),
+    "comp": (3.0, 9.0),
+    "pad": (0.0, 3.0),
+    "lead": (3.0, 9.0),
+}
+#: Range of each part's velocity spread (standard deviation), in MIDI velocity steps.
+VELOCITY_SPREAD = (2.0, 7.0)
 
 #: General MIDI programs (0-based) each melodic part draws from. Synth Strings 1 (50) and 2
 #: (51) are left out: some soundfonts render them strongly anti-phase (L/R correlation < 0),
@@ -143,6 +173,7 @@ class Song:
         progression: the chord loop as 0-based scale degrees.
         n_bars: bars started before ``music_end``.
         parts: every part of every stem.
+        sections: the section of each bar (all ``verse`` for a song too short for a form).
         gains_db: per-stem gain applied before mixing.
         silent_spans: per stem, ``(start, stop)`` sample ranges that must be exactly zero
             (the vocal intro and rests); the renderer ramps into each span whose start follows
@@ -161,6 +192,7 @@ class Song:
     parts: tuple[Part, ...]
     gains_db: dict[str, float]
     silent_spans: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    sections: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -183,6 +215,7 @@ class Song:
             "key": self.key,
             "progression": self.progression_roman,
             "n_bars": self.n_bars,
+            "form": [self.sections[i] for i in range(0, len(self.sections), BLOCK_BARS)],
             "music_end_samples": self.music_end,
             "parts": [
                 {
@@ -260,8 +293,8 @@ def compose(
     """
     if not duration >= MIN_DURATION:
         raise StemkitError(f"song duration must be at least {MIN_DURATION} s, got {duration}")
-    streams = np.random.SeedSequence(track_seed).spawn(7)
-    rng_form, rng_prog, rng_drums, rng_bass, rng_other, rng_lead, rng_mix = (
+    streams = np.random.SeedSequence(track_seed).spawn(9)
+    rng_form, rng_prog, rng_drums, rng_bass, rng_other, rng_lead, rng_mix, rng_arr, rng_human = (
         np.random.default_rng(stream) for stream in streams
     )
     n_samples = round(duration * sample_rate)
@@ -279,18 +312,35 @@ def compose(
 
     programs = {name: _pick_program(rng_prog, name, allowed_programs) for name in PROGRAM_POOLS}
     use_pad = bool(rng_prog.random() < 0.5)
+    sections = _form(rng_arr, n_bars)
+    plays = _arrangement(rng_arr, sections)
+    # The B patterns of drums and comping: the chorus where there is a form, else every
+    # other 4-bar block.
+    if len(set(sections)) > 1:
+        b_bars = [section == "chorus" for section in sections]
+    else:
+        b_bars = [(bar // BLOCK_BARS) % 2 == 1 for bar in range(n_bars)]
 
     sends = {name: int(rng_mix.integers(low, high)) for name, (low, high) in _REVERB_SENDS.items()}
     comp_pan = int(rng_mix.integers(36, 93))
-    parts = [
-        _part("drums", 0, sends, _drums(rng_drums, clock, n_bars)),
-        _part("bass", programs["bass"], sends, _bass(rng_bass, clock, harmony, n_bars)),
-        _part("comp", programs["comp"], sends, _comp(rng_other, clock, harmony, n_bars), comp_pan),
-    ]
+    notes = {
+        "drums": _drums(rng_drums, clock, n_bars, b_bars),
+        "bass": _bass(rng_bass, clock, harmony, n_bars),
+        "comp": _comp(rng_other, clock, harmony, n_bars, b_bars),
+    }
     if use_pad:
-        parts.append(_part("pad", programs["pad"], sends, _pad(rng_other, clock, harmony, n_bars)))
-    lead_notes = _lead(rng_lead, clock, harmony, n_bars)
-    parts.append(_part("lead", programs["lead"], sends, lead_notes))
+        notes["pad"] = _pad(rng_other, clock, harmony, n_bars)
+    notes["lead"] = _lead(rng_lead, clock, harmony, n_bars, plays["lead"])
+    for name in notes:
+        notes[name] = _humanize(rng_human, name, notes[name], clock, sections, plays[name])
+    parts = [
+        _part(name, 0 if name == "drums" else programs[name], sends, part_notes)
+        if name != "comp"
+        else _part(name, programs[name], sends, part_notes, comp_pan)
+        for name, part_notes in notes.items()
+        if part_notes
+    ]
+    lead_notes = notes["lead"]
     gains_db = {stem: float(rng_mix.uniform(-GAIN_RANGE_DB, GAIN_RANGE_DB)) for stem in STEMS}
     return Song(
         track_seed=track_seed,
@@ -305,6 +355,7 @@ def compose(
         parts=tuple(parts),
         gains_db=gains_db,
         silent_spans={"vocals": _silent_spans(lead_notes, n_samples, sample_rate)},
+        sections=tuple(sections),
     )
 
 
@@ -320,6 +371,7 @@ class _Clock:
     """Maps (bar, 16th-note slot) to grid-quantised sample indices and builds clipped notes."""
 
     def __init__(self, tempo: int, sample_rate: int, music_end: int) -> None:
+        self.sample_rate = sample_rate
         self.slot = 60.0 / tempo / 4 * sample_rate  # one 16th note, in samples
         self.bar = 16 * self.slot
         self.music_end = music_end
@@ -434,7 +486,9 @@ def _sorted_notes(notes: list[Note | None]) -> tuple[Note, ...]:
 _KICK_PATTERNS = ((0, 8), (0, 8, 10), (0, 6, 8), (0, 3, 8, 11), (0, 7, 8), (0, 8, 11, 14))
 
 
-def _drums(rng: np.random.Generator, clock: _Clock, n_bars: int) -> tuple[Note, ...]:
+def _drums(
+    rng: np.random.Generator, clock: _Clock, n_bars: int, b_bars: list[bool]
+) -> tuple[Note, ...]:
     kick_a, kick_b = (_KICK_PATTERNS[int(i)] for i in rng.integers(0, len(_KICK_PATTERNS), 2))
     snare = SNARE if rng.random() < 0.7 else 40  # acoustic or electric snare
     sixteenth_hats = bool(rng.random() < 0.3)
@@ -447,7 +501,7 @@ def _drums(rng: np.random.Generator, clock: _Clock, n_bars: int) -> tuple[Note, 
         notes.append(clock.note(bar, slot, 8 if key == CRASH else 1, key, velocity))
 
     for bar in range(n_bars):
-        section_b = (bar // 4) % 2 == 1
+        section_b = b_bars[bar]
         fill = bar % 4 == 3 and bar < n_bars - 1
         last_slot = 12 if fill else 16
         if bar % 4 == 0:
@@ -543,7 +597,7 @@ _COMP_RHYTHMS: tuple[tuple[tuple[int, int], ...], ...] = (
 
 
 def _comp(
-    rng: np.random.Generator, clock: _Clock, harmony: _Harmony, n_bars: int
+    rng: np.random.Generator, clock: _Clock, harmony: _Harmony, n_bars: int, b_bars: list[bool]
 ) -> tuple[Note, ...]:
     seventh = bool(rng.random() < 0.3)
     arpeggio = bool(rng.random() < 0.25)
@@ -560,7 +614,7 @@ def _comp(
                 pitch = order[i % len(order)]
                 notes.append(clock.note(bar, slot, 2 * legato, pitch, rng.uniform(60, 90)))
             continue
-        rhythm = rhythm_b if (bar // 4) % 2 == 1 else rhythm_a
+        rhythm = rhythm_b if b_bars[bar] else rhythm_a
         for slot, length in rhythm:
             velocity = rng.uniform(65, 95)
             for pitch in voicing:
@@ -603,7 +657,11 @@ _SUNG_PATTERNS = (
 
 
 def _lead(
-    rng: np.random.Generator, clock: _Clock, harmony: _Harmony, n_bars: int
+    rng: np.random.Generator,
+    clock: _Clock,
+    harmony: _Harmony,
+    n_bars: int,
+    allowed: list[bool],
 ) -> tuple[Note, ...]:
     centre = int(rng.integers(62, 70))
     low, high = centre - 7, centre + 8
@@ -611,7 +669,9 @@ def _lead(
     intro = 2 if n_bars >= 8 else 1 if n_bars >= 5 else 0
     # Sung and rest bars follow the 4-bar blocks that the drums and the chords mark.
     blocks = [_SUNG_PATTERNS[int(i)] for i in rng.integers(0, len(_SUNG_PATTERNS), -(-n_bars // 4))]
-    sung = [bar >= intro and bool(blocks[bar // 4][bar % 4]) for bar in range(n_bars)]
+    sung = [
+        allowed[bar] and bar >= intro and bool(blocks[bar // 4][bar % 4]) for bar in range(n_bars)
+    ]
     legato = float(rng.uniform(0.8, 0.97))
     motif = [int(i) for i in rng.integers(0, len(_LEAD_RHYTHMS), 4)]
     index = len(scale_notes) // 2
@@ -670,3 +730,81 @@ def _silent_spans(
         if stop - start >= minimum:
             spans.append((start, stop))
     return tuple(spans)
+
+
+# ---------------------------------------------------------------------------------------------
+# form, arrangement and humanisation
+
+
+def _form(rng: np.random.Generator, n_bars: int) -> list[str]:
+    """The section of each bar: intro, verses and choruses, maybe a break, an outro.
+
+    Songs shorter than :data:`MIN_FORM_BLOCKS` blocks are a single verse.
+    """
+    n_blocks = -(-n_bars // BLOCK_BARS)
+    if n_blocks < MIN_FORM_BLOCKS:
+        return ["verse"] * n_bars
+    blocks = ["intro"]
+    had_break = False
+    while len(blocks) < n_blocks:
+        blocks += ["verse"] * int(rng.integers(1, 3))
+        blocks += ["chorus"] * int(rng.integers(1, 3))
+        if not had_break and rng.random() < 0.6:
+            blocks.append("break")
+            had_break = True
+    blocks = blocks[:n_blocks]
+    if n_blocks >= 6:
+        blocks[-1] = "outro"
+    return [blocks[bar // BLOCK_BARS] for bar in range(n_bars)]
+
+
+def _arrangement(rng: np.random.Generator, sections: list[str]) -> dict[str, list[bool]]:
+    """Which parts play in each bar, from per-song choices of who plays in each section.
+
+    Without a form (a single section), every part plays throughout.
+    """
+    if len(set(sections)) == 1:
+        return {name: [True] * len(sections) for name in PART_STEMS}
+    intro_drums, intro_bass = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    break_bass, break_lead = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    verse_pad = bool(rng.random() < 0.3)
+    table: dict[str, dict[str, bool]] = {
+        "intro": {"drums": intro_drums, "bass": intro_bass, "lead": False},
+        "verse": {"pad": verse_pad},
+        "chorus": {},
+        "break": {"drums": False, "bass": break_bass, "lead": break_lead},
+        "outro": {"lead": False},
+    }
+    return {name: [table[section].get(name, True) for section in sections] for name in PART_STEMS}
+
+
+def _humanize(
+    rng: np.random.Generator,
+    name: str,
+    notes: tuple[Note, ...],
+    clock: _Clock,
+    sections: list[str],
+    plays: list[bool],
+) -> tuple[Note, ...]:
+    """Drop the notes of bars where the part rests; jitter onsets and velocities.
+
+    Onsets move by a seeded Gaussian offset (the part's timing spread, at most three standard
+    deviations) rounded to the grid; velocities get a Gaussian spread and the section's
+    dynamics. Notes stay inside the music and are re-trimmed so no pitch overlaps itself.
+    """
+    low, high = TIMING_SPREAD_MS[name]
+    spread = float(rng.uniform(low, high)) / 1000 * clock.sample_rate
+    velocity_spread = float(rng.uniform(*VELOCITY_SPREAD))
+    n_bars = len(sections)
+    out: list[Note | None] = []
+    for note in notes:
+        bar = min(int(note.start // clock.bar), n_bars - 1)
+        offset = float(np.clip(rng.normal(0.0, 1.0), -3.0, 3.0)) * spread
+        velocity = note.velocity * SECTION_DYNAMICS[sections[bar]]
+        velocity += rng.normal(0.0, velocity_spread)
+        if not plays[bar]:
+            continue
+        start = min(max(note.start + round(offset / GRID) * GRID, 0), clock.music_end - 4 * GRID)
+        end = min(max(start + note.end - note.start, start + GRID), clock.music_end)
+        out.append(Note(start, end, note.pitch, min(max(round(velocity), 1), 127)))
+    return _sorted_notes(out)

@@ -2,11 +2,18 @@
 
 Layout: ``OUT/train/<track>/`` and ``OUT/test/<track>/``, each with ``mixture.wav``,
 ``drums.wav``, ``bass.wav``, ``other.wav``, ``vocals.wav`` (44.1 kHz, stereo, PCM_16),
-``song.mid`` (the notes) and ``meta.json`` (everything needed to reproduce the track).
+``song.mid`` (the notes), ``settings.json`` (the song's soundfonts, effect settings and seed)
+and ``meta.json`` (everything needed to reproduce the track).
 
-The mixture is exactly the sum of the stems in the decoded int16 samples: all stems are scaled
-by one common gain (mixture and stem peaks at or below -1 dBFS), rounded to int16 one by one,
-and the mixture is written as their integer sum.
+Each song draws its soundfont (or one per part) from the training soundfonts and, with
+production on, its effect settings from the training ranges; ``heldout=True`` makes songs
+(all in ``test/``, named ``stemkit synth heldout - NNNNN``) with the reserved soundfont and the
+held-out effect ranges, which training songs never use (:mod:`.soundfonts`, :mod:`.production`).
+
+The mixture is exactly the sum of the stems in the decoded int16 samples: the bus compressor
+and limiter act on every stem with the same gain curve, all stems are then scaled by one
+common gain (mixture and stem peaks at or below -1 dBFS, so nothing clips), rounded to int16
+one by one, and the mixture is written as their integer sum.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -25,11 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from stemkit.data.synth.compose import MIN_DURATION, PROGRAM_POOLS, SAMPLE_RATE, STEMS, compose
+from stemkit.data.synth import production as prod
+from stemkit.data.synth import soundfonts as sfs
+from stemkit.data.synth.compose import (
+    MIN_DURATION,
+    PART_STEMS,
+    PROGRAM_POOLS,
+    SAMPLE_RATE,
+    STEMS,
+    Song,
+    compose,
+)
 from stemkit.data.synth.render import (
     SYNTH_SETTINGS,
-    check_soundfont,
-    default_soundfont,
     fluidsynth_version,
     lr_correlation,
     render_stem,
@@ -39,7 +54,9 @@ from stemkit.data.synth.render import (
 from stemkit.errors import DatasetError, StemkitError
 
 #: Bumped whenever a change alters the audio or meta produced for a given seed.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
+#: How songs pick soundfonts: one per song, or one per part.
+SOUNDFONT_MODES: tuple[str, ...] = ("song", "part")
 #: Peak of the mixture and of every stem, in dBFS.
 PEAK_DBFS = -1.0
 #: int16 full scale as soundfile decodes it (sample / 32768).
@@ -57,8 +74,9 @@ MAX_DURATION = 1200.0
 MAX_TRACKS = 100_000
 #: Peak memory one rendering process needs per second of song, in bytes: four float32 stereo
 #: stems, their gained copies, a float64 mixture, the int16/int32 results and the statistics'
-#: temporaries. Measured at about 5 MB/s (peak RSS of a 60 s track less a 2 s one), rounded up.
-MEMORY_PER_SECOND = 128 * SAMPLE_RATE
+#: temporaries, and the production chain's processed copies. Measured at about 5 MB/s without
+#: production (peak RSS of a 60 s track less a 2 s one); production adds about half of that.
+MEMORY_PER_SECOND = 192 * SAMPLE_RATE
 #: Bytes a track takes on disk per second: five stereo PCM_16 WAV files (MIDI and JSON are tiny).
 DISK_PER_SECOND = (1 + len(STEMS)) * 2 * 2 * SAMPLE_RATE
 #: The files of every track folder.
@@ -66,19 +84,34 @@ TRACK_FILES: tuple[str, ...] = (
     "mixture.wav",
     *(f"{stem}.wav" for stem in STEMS),
     "song.mid",
+    "settings.json",
     "meta.json",
 )
 
 
-def track_seed(seed: int, index: int) -> int:
-    """The seed of track ``index`` of a dataset seeded with ``seed`` (independent of N)."""
-    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(2, np.uint32)
+def track_seed(seed: int, index: int, heldout: bool = False) -> int:
+    """The seed of track ``index`` of a dataset seeded with ``seed`` (independent of N).
+
+    Held-out tracks draw from their own seed stream: never the same song as a training track.
+    """
+    key = (index, 1) if heldout else (index,)
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint32)
     return int(state[0]) << 32 | int(state[1])
 
 
-def track_name(index: int) -> str:
+def track_name(index: int, heldout: bool = False) -> str:
     """Folder name of track ``index``, in MUSDB's ``Artist - Title`` form."""
-    return f"stemkit synth - {index:05d}"
+    return f"stemkit synth {'heldout ' if heldout else ''}- {index:05d}"
+
+
+@dataclass(frozen=True)
+class FontInfo:
+    """A soundfont a job may use, with its hash and the programs that passed screening."""
+
+    name: str
+    path: Path
+    sha256: str
+    allowed_programs: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -90,20 +123,22 @@ class TrackJob:
         seed: dataset seed.
         index: track index.
         duration: seconds.
-        soundfont: the soundfont file.
-        soundfont_sha256: its hash, recorded in meta.json.
-        allowed_programs: the General MIDI programs that passed preset screening.
+        fonts: the soundfonts the song draws from (in a fixed order).
         fluidsynth_version: recorded in meta.json.
+        soundfont_mode: ``song`` (one soundfont per song) or ``part`` (one per part).
+        production: run the mix production (effects, bus compression, limiter).
+        heldout: a held-out song (reserved soundfont, held-out effect ranges).
     """
 
     folder: Path
     seed: int
     index: int
     duration: float
-    soundfont: Path
-    soundfont_sha256: str
-    allowed_programs: frozenset[int]
+    fonts: tuple[FontInfo, ...]
     fluidsynth_version: str
+    soundfont_mode: str = "song"
+    production: bool = True
+    heldout: bool = False
 
 
 def synthesize(
@@ -113,14 +148,20 @@ def synthesize(
     seed: int,
     *,
     soundfont: str | os.PathLike[str] | None = None,
+    soundfonts: str | Sequence[str | os.PathLike[str]] | None = None,
+    soundfont_mode: str = "song",
+    production: bool = True,
+    heldout: bool = False,
+    heldout_soundfont: str | None = None,
     n_test: int | None = None,
     workers: int = 1,
     progress: bool = False,
 ) -> list[Path]:
     """Generate a synthetic 4-stem dataset in the MUSDB18-HQ layout.
 
-    Track ``i`` depends only on (``seed``, ``i``, ``duration``, the soundfont, the FluidSynth
-    version and :data:`GENERATOR_VERSION`), not on ``n_tracks`` or ``workers``. Tracks that
+    Track ``i`` depends only on (``seed``, ``i``, ``duration``, the soundfonts, the options
+    below, the FluidSynth version and :data:`GENERATOR_VERSION`), not on ``n_tracks`` or
+    ``workers``. Tracks that
     already exist with the same settings are kept; each new track is written to a hidden
     sibling folder and renamed when complete, so a folder under ``train/`` or ``test/`` is
     always a whole track.
@@ -130,8 +171,17 @@ def synthesize(
         n_tracks: number of tracks N (at most :data:`MAX_TRACKS`).
         duration: length of each track in seconds (at least 2, at most :data:`MAX_DURATION`).
         seed: dataset seed.
-        soundfont: General MIDI ``.sf2``/``.sf3`` file; default :func:`default_soundfont`.
-        n_test: tracks put in ``test/`` (the last indices); default ``max(1, round(0.2 N))``.
+        soundfont: one General MIDI ``.sf2``/``.sf3`` file (the same as ``soundfonts=[file]``).
+        soundfonts: ``"all"`` (default: every installed General MIDI soundfont), or names
+            (see :func:`.soundfonts.discover`) and paths, as a list or comma-separated. With
+            two or more, one is reserved for held-out songs (:func:`.soundfonts.split_pool`).
+        soundfont_mode: ``"song"`` (each song draws one soundfont) or ``"part"`` (each part).
+        production: per-stem effects, bus compression and limiter (default on).
+        heldout: make held-out songs: the reserved soundfont, the held-out effect ranges, all
+            in ``test/``.
+        heldout_soundfont: the soundfont to reserve (a name); default by preference.
+        n_test: tracks put in ``test/`` (the last indices); default ``max(1, round(0.2 N))``
+            (all of them with ``heldout``).
         workers: processes rendering in parallel; the output does not depend on it.
         progress: show a progress bar on stderr.
 
@@ -146,20 +196,38 @@ def synthesize(
     """
     # Absolute paths: workers may run in another working directory.
     root = Path(out).expanduser().absolute()
-    n_test = _check_arguments(n_tracks, duration, seed, n_test, workers)
+    if heldout and n_test not in (None, n_tracks):
+        raise StemkitError("--heldout puts every track in test/; leave out --test-tracks")
+    n_test = _check_arguments(
+        n_tracks, duration, seed, n_test if not heldout else n_tracks, workers
+    )
+    if soundfont_mode not in SOUNDFONT_MODES:
+        raise StemkitError(
+            f"--soundfont-mode must be one of {', '.join(SOUNDFONT_MODES)}, got {soundfont_mode!r}"
+        )
     _check_memory(duration, min(workers, n_tracks))
-    font = Path(soundfont).expanduser().absolute() if soundfont else default_soundfont()
-    check_soundfont(font)
-    digest = sha256_file(font)
-    pool_programs = [p for pool in PROGRAM_POOLS.values() for p in pool]
-    allowed = frozenset(usable_programs(font, pool_programs, digest))
+    if soundfont is not None and soundfonts is not None:
+        raise StemkitError("give either --soundfont or --soundfonts, not both")
+    fonts = select_soundfonts(
+        [soundfont] if soundfont is not None else soundfonts, heldout, heldout_soundfont
+    )
     version = fluidsynth_version()
 
     jobs: list[TrackJob] = []
     for index in range(n_tracks):
         split = "test" if index >= n_tracks - n_test else "train"
-        folder = root / split / track_name(index)
-        job = TrackJob(folder, seed, index, float(duration), font, digest, allowed, version)
+        folder = root / split / track_name(index, heldout)
+        job = TrackJob(
+            folder,
+            seed,
+            index,
+            float(duration),
+            fonts,
+            version,
+            soundfont_mode=soundfont_mode,
+            production=production,
+            heldout=heldout,
+        )
         jobs.append(job)
     todo = [job for job in jobs if not _is_done(job)]
     _check_disk(root, len(todo), duration)
@@ -180,6 +248,35 @@ def synthesize(
     finally:
         bar.close()
     return [job.folder for job in jobs]
+
+
+def select_soundfonts(
+    spec: str | Sequence[str | os.PathLike[str]] | None,
+    heldout: bool = False,
+    heldout_soundfont: str | None = None,
+) -> tuple[FontInfo, ...]:
+    """The soundfonts of a training (or held-out) dataset, hashed and screened.
+
+    Raises:
+        StemkitError: on an unknown or unusable soundfont, or ``heldout`` with a single one.
+    """
+    pool = sfs.resolve(spec)
+    training, reserved = sfs.split_pool(pool, heldout_soundfont)
+    if heldout and reserved is None:
+        raise StemkitError(
+            f"--heldout needs a soundfont that training does not use, but only "
+            f"{pool[0].name} is selected: install another General MIDI soundfont "
+            "(Debian: fluid-soundfont-gm, musescore-general-soundfont) or select two or more "
+            "with --soundfonts"
+        )
+    chosen = (reserved,) if heldout and reserved is not None else training
+    pool_programs = [p for pool in PROGRAM_POOLS.values() for p in pool]
+    infos = []
+    for font in chosen:
+        digest = sha256_file(font.path)
+        allowed = frozenset(usable_programs(font.path, pool_programs, digest))
+        infos.append(FontInfo(font.name, font.path, digest, allowed))
+    return tuple(infos)
 
 
 def _check_arguments(
@@ -296,7 +393,8 @@ def _is_done(job: TrackJob) -> bool:
     if not same or not all((folder / name).is_file() for name in TRACK_FILES):
         raise DatasetError(
             f"{folder} already exists but was made with other settings (seed, duration, "
-            "soundfont, split or generator version); choose a new output folder or delete it"
+            "soundfonts, production, split or generator version); choose a new output folder "
+            "or delete it"
         )
     return True
 
@@ -308,7 +406,10 @@ def _identity(job: TrackJob) -> dict[str, Any]:
         "seed": job.seed,
         "index": job.index,
         "duration_s": job.duration,
-        "soundfont": {"file": job.soundfont.name, "sha256": job.soundfont_sha256},
+        "soundfont_pool": [{"name": f.name, "sha256": f.sha256} for f in job.fonts],
+        "soundfont_mode": job.soundfont_mode,
+        "production": job.production,
+        "heldout": job.heldout,
         "fluidsynth_version": job.fluidsynth_version,
     }
 
@@ -347,32 +448,81 @@ def _mp_context() -> BaseContext:
     return context
 
 
+def _render(song: Song, fonts: dict[str, FontInfo]) -> dict[str, np.ndarray]:
+    """Render every stem; parts of one stem on different soundfonts are rendered apart."""
+    floats: dict[str, np.ndarray] = {}
+    for stem in STEMS:
+        groups: dict[Path, list[Any]] = {}
+        for part in song.stem_parts(stem):
+            groups.setdefault(fonts[part.name].path, []).append(part)
+        renders = [
+            render_stem(song if len(groups) == 1 else replace(song, parts=tuple(parts)), stem, path)
+            for path, parts in groups.items()
+        ]
+        floats[stem] = renders[0] if len(renders) == 1 else np.sum(renders, axis=0)
+    return floats
+
+
 def write_track(job: TrackJob) -> Path:
-    """Compose, render, mix and write one track folder atomically; returns the folder."""
-    song = compose(
-        track_seed(job.seed, job.index), job.duration, allowed_programs=job.allowed_programs
-    )
-    floats = {stem: render_stem(song, stem, job.soundfont) for stem in STEMS}
-    stems, mixture, common_gain = mix_exact(floats, song.gains_db)
+    """Compose, render, produce, mix and write one track folder atomically; returns it."""
+    seed = track_seed(job.seed, job.index, job.heldout)
+    drawn = sfs.choose(job.fonts, seed, tuple(PART_STEMS) if job.soundfont_mode == "part" else None)
+    fonts = {part: drawn[part] if part in drawn else drawn["song"] for part in PART_STEMS}
+    allowed = frozenset.intersection(*(font.allowed_programs for font in fonts.values()))
+    song = compose(seed, job.duration, allowed_programs=allowed)
+    floats = _render(song, fonts)
+    effects: dict[str, dict[str, float]] | None = None
+    bus_report: dict[str, float] = {}
+    if job.production:
+        effects = prod.draw_settings(seed, "heldout" if job.heldout else "train")
+        floats, bus_report = prod.produce(song, floats, effects)
+        stems, mixture, common_gain = mix_exact(floats, {stem: 0.0 for stem in STEMS})
+    else:
+        stems, mixture, common_gain = mix_exact(floats, song.gains_db)
     for stem, audio in stems.items():
         if not np.any(audio):
-            programs = [part.program for part in song.stem_parts(stem)]
+            parts = song.stem_parts(stem)
+            names = sorted({fonts[part.name].name for part in parts})
             raise StemkitError(
-                f"{job.soundfont}: the {stem} stem of track {job.index} rendered silent "
-                f"(programs {programs}); pass a General MIDI soundfont with --soundfont"
+                f"{', '.join(names)}: the {stem} stem of track {job.index} rendered silent "
+                f"(programs {[part.program for part in parts]}); select other soundfonts"
             )
 
+    used = {part.name: fonts[part.name] for part in song.parts}
+    settings = {
+        "seed": job.seed,
+        "index": job.index,
+        "track_seed": seed,
+        "split": "heldout" if job.heldout else "train",
+        "soundfonts": {part: font.name for part, font in used.items()},
+        "effects": effects,
+    }
+    single = {font.path for font in used.values()}
     meta = {
         **_identity(job),
         "name": job.folder.name,
-        "track_seed": song.track_seed,
+        "track_seed": seed,
         "sample_rate": song.sample_rate,
         "n_samples": song.n_samples,
+        "soundfont": (
+            {
+                "file": next(iter(used.values())).path.name,
+                "sha256": next(iter(used.values())).sha256,
+            }
+            if len(single) == 1
+            else None
+        ),
+        "soundfonts": {
+            part: {"name": f.name, "file": f.path.name, "sha256": f.sha256}
+            for part, f in used.items()
+        },
         "composition": song.describe(),
         "synth_settings": dict(SYNTH_SETTINGS),
+        "effects": effects,
         "mix": {
             "common_gain_db": round(20 * float(np.log10(common_gain)), 4),
             "peak_dbfs_target": PEAK_DBFS,
+            **bus_report,
         },
         "stats": {name: _stats(audio) for name, audio in {"mixture": mixture, **stems}.items()},
     }
@@ -387,6 +537,7 @@ def write_track(job: TrackJob) -> Path:
         for name, audio in {"mixture": mixture, **stems}.items():
             sf.write(temp / f"{name}.wav", audio.T, song.sample_rate, subtype="PCM_16")
         song.to_midi().write(str(temp / "song.mid"))
+        (temp / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         (temp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         try:
             temp.rename(job.folder)
