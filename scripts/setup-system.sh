@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages stemkit needs: FluidSynth and a General MIDI soundfont for the
+# Installs the Debian packages stemkit needs: FluidSynth and General MIDI soundfonts for the
 # song generator, ffmpeg for m4a/aac/mp4 input. Idempotent; asks apt only for what is missing.
 set -euo pipefail
 
@@ -11,6 +11,9 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q libfluidsynth || need+=(libfluidsynth3 fluidsynth)
 [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need+=(timgm6mb-soundfont)
+# more General MIDI timbres for the generator; MuseScore's is reserved for held-out songs
+[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -e /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need+=(musescore-general-soundfont)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -9,7 +9,10 @@ BIN=${BIN:-.venv/bin}
 RUN=runs/umx_synth_small
 DEST=src/stemkit/artifacts/weights
 
-$BIN/stemkit data synth data/synth --tracks 48 --duration 24 --seed 0 --workers 2
+# The bundled model heard dry TimGM6mb songs (generator 1.x); generator 2.0 adds song forms and
+# humanisation even with these flags, so a rebuild gives similar, not identical, weights.
+$BIN/stemkit data synth data/synth --tracks 48 --duration 24 --seed 0 --workers 2 \
+    --soundfonts TimGM6mb --no-production
 $BIN/stemkit train -c configs/umx_synth_small.yaml --quiet "$@"
 $BIN/python - "$RUN/best.pt" "$DEST/umx-synth-small.pt" <<'PY'
 import sys
