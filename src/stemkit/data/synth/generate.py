@@ -30,16 +30,20 @@ from stemkit.data.synth.render import (
     SYNTH_SETTINGS,
     check_soundfont,
     default_soundfont,
+    describe_voice,
     fluidsynth_version,
     lr_correlation,
+    prepare_song,
     render_stem,
+    resolve_voice,
     sha256_file,
     usable_programs,
+    voice_engine,
 )
 from stemkit.errors import DatasetError, StemkitError
 
 #: Bumped whenever a change alters the audio or meta produced for a given seed.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 #: Peak of the mixture and of every stem, in dBFS.
 PEAK_DBFS = -1.0
 #: int16 full scale as soundfile decodes it (sample / 32768).
@@ -94,6 +98,8 @@ class TrackJob:
         soundfont_sha256: its hash, recorded in meta.json.
         allowed_programs: the General MIDI programs that passed preset screening.
         fluidsynth_version: recorded in meta.json.
+        voice: ``sung`` or ``synth``, how the vocals are rendered.
+        voice_engine: what renders them and its versions, recorded in meta.json.
     """
 
     folder: Path
@@ -104,6 +110,8 @@ class TrackJob:
     soundfont_sha256: str
     allowed_programs: frozenset[int]
     fluidsynth_version: str
+    voice: str = "synth"
+    voice_engine: str = "fluidsynth"
 
 
 def synthesize(
@@ -116,6 +124,7 @@ def synthesize(
     n_test: int | None = None,
     workers: int = 1,
     progress: bool = False,
+    voice: str | None = None,
 ) -> list[Path]:
     """Generate a synthetic 4-stem dataset in the MUSDB18-HQ layout.
 
@@ -134,6 +143,8 @@ def synthesize(
         n_test: tracks put in ``test/`` (the last indices); default ``max(1, round(0.2 N))``.
         workers: processes rendering in parallel; the output does not depend on it.
         progress: show a progress bar on stderr.
+        voice: ``"sung"`` (espeak-ng and Praat) or ``"synth"`` (a FluidSynth voice preset)
+            vocals; default sung where espeak-ng and parselmouth are installed.
 
     Returns:
         The track folders, in index order.
@@ -154,12 +165,16 @@ def synthesize(
     pool_programs = [p for pool in PROGRAM_POOLS.values() for p in pool]
     allowed = frozenset(usable_programs(font, pool_programs, digest))
     version = fluidsynth_version()
+    voice = resolve_voice(voice)
+    engine = voice_engine(voice)
 
     jobs: list[TrackJob] = []
     for index in range(n_tracks):
         split = "test" if index >= n_tracks - n_test else "train"
         folder = root / split / track_name(index)
-        job = TrackJob(folder, seed, index, float(duration), font, digest, allowed, version)
+        job = TrackJob(
+            folder, seed, index, float(duration), font, digest, allowed, version, voice, engine
+        )
         jobs.append(job)
     todo = [job for job in jobs if not _is_done(job)]
     _check_disk(root, len(todo), duration)
@@ -310,6 +325,7 @@ def _identity(job: TrackJob) -> dict[str, Any]:
         "duration_s": job.duration,
         "soundfont": {"file": job.soundfont.name, "sha256": job.soundfont_sha256},
         "fluidsynth_version": job.fluidsynth_version,
+        "voice": {"kind": job.voice, "engine": job.voice_engine},
     }
 
 
@@ -352,7 +368,8 @@ def write_track(job: TrackJob) -> Path:
     song = compose(
         track_seed(job.seed, job.index), job.duration, allowed_programs=job.allowed_programs
     )
-    floats = {stem: render_stem(song, stem, job.soundfont) for stem in STEMS}
+    song = prepare_song(song, job.voice)
+    floats = {stem: render_stem(song, stem, job.soundfont, job.voice) for stem in STEMS}
     stems, mixture, common_gain = mix_exact(floats, song.gains_db)
     for stem, audio in stems.items():
         if not np.any(audio):
@@ -369,6 +386,7 @@ def write_track(job: TrackJob) -> Path:
         "sample_rate": song.sample_rate,
         "n_samples": song.n_samples,
         "composition": song.describe(),
+        "sung_vocals": describe_voice(song, job.voice),
         "synth_settings": dict(SYNTH_SETTINGS),
         "mix": {
             "common_gain_db": round(20 * float(np.log10(common_gain)), 4),
