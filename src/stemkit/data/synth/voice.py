@@ -17,7 +17,9 @@ seed, in streams separate from the composition's, so the notes do not depend on 
 
 The PitchTier of a Praat Manipulation is on the time axis of the original sound, not of the
 resynthesis, so the note contour (built in output time) is mapped back through the inverse of
-the duration warp before it replaces the pitch tier.
+the duration warp before it replaces the pitch tier. With a duration tier, Praat's overlap-add
+spaces its voiceless grains at random (8-12 ms); its generator is seeded per phrase from the
+track seed, so the same seed gives the same bytes.
 """
 
 from __future__ import annotations
