@@ -114,6 +114,14 @@ def _add_synth(verbs: Any) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, metavar="W", help="rendering processes (default 1)"
     )
+    parser.add_argument(
+        "--voice",
+        choices=("sung", "synth"),
+        default=None,
+        help="vocals sung (espeak-ng syllables on the melody, with vibrato, breaths, a double "
+        "and harmonies) or played by a synthesizer voice patch (default: sung when espeak-ng "
+        "and parselmouth are installed, else synth with a warning)",
+    )
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -134,6 +142,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         n_test=args.test_tracks,
         workers=args.workers,
         progress=True,
+        voice=args.voice,
     )
     elapsed = time.perf_counter() - start
     n_test = sum(folder.parent.name == "test" for folder in folders)

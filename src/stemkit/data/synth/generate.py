@@ -45,16 +45,20 @@ from stemkit.data.synth.compose import (
 )
 from stemkit.data.synth.render import (
     SYNTH_SETTINGS,
+    describe_voice,
     fluidsynth_version,
     lr_correlation,
+    prepare_song,
     render_stem,
+    resolve_voice,
     sha256_file,
     usable_programs,
+    voice_engine,
 )
 from stemkit.errors import DatasetError, StemkitError
 
 #: Bumped whenever a change alters the audio or meta produced for a given seed.
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "2.1"
 #: How songs pick soundfonts: one per song, or one per part.
 SOUNDFONT_MODES: tuple[str, ...] = ("song", "part")
 #: Peak of the mixture and of every stem, in dBFS.
@@ -128,6 +132,8 @@ class TrackJob:
         soundfont_mode: ``song`` (one soundfont per song) or ``part`` (one per part).
         production: run the mix production (effects, bus compression, limiter).
         heldout: a held-out song (reserved soundfont, held-out effect ranges).
+        voice: ``sung`` or ``synth``, how the vocals are rendered.
+        voice_engine: what renders them and its versions, recorded in meta.json.
     """
 
     folder: Path
@@ -139,6 +145,8 @@ class TrackJob:
     soundfont_mode: str = "song"
     production: bool = True
     heldout: bool = False
+    voice: str = "synth"
+    voice_engine: str = "fluidsynth"
 
 
 def synthesize(
@@ -156,6 +164,7 @@ def synthesize(
     n_test: int | None = None,
     workers: int = 1,
     progress: bool = False,
+    voice: str | None = None,
 ) -> list[Path]:
     """Generate a synthetic 4-stem dataset in the MUSDB18-HQ layout.
 
@@ -184,6 +193,8 @@ def synthesize(
             (all of them with ``heldout``).
         workers: processes rendering in parallel; the output does not depend on it.
         progress: show a progress bar on stderr.
+        voice: ``"sung"`` (espeak-ng and Praat) or ``"synth"`` (a FluidSynth voice preset)
+            vocals; default sung where espeak-ng and parselmouth are installed.
 
     Returns:
         The track folders, in index order.
@@ -212,6 +223,8 @@ def synthesize(
         [soundfont] if soundfont is not None else soundfonts, heldout, heldout_soundfont
     )
     version = fluidsynth_version()
+    voice = resolve_voice(voice)
+    engine = voice_engine(voice)
 
     jobs: list[TrackJob] = []
     for index in range(n_tracks):
@@ -227,6 +240,8 @@ def synthesize(
             soundfont_mode=soundfont_mode,
             production=production,
             heldout=heldout,
+            voice=voice,
+            voice_engine=engine,
         )
         jobs.append(job)
     todo = [job for job in jobs if not _is_done(job)]
@@ -411,6 +426,7 @@ def _identity(job: TrackJob) -> dict[str, Any]:
         "production": job.production,
         "heldout": job.heldout,
         "fluidsynth_version": job.fluidsynth_version,
+        "voice": {"kind": job.voice, "engine": job.voice_engine},
     }
 
 
@@ -448,7 +464,7 @@ def _mp_context() -> BaseContext:
     return context
 
 
-def _render(song: Song, fonts: dict[str, FontInfo]) -> dict[str, np.ndarray]:
+def _render(song: Song, fonts: dict[str, FontInfo], voice: str) -> dict[str, np.ndarray]:
     """Render every stem; parts of one stem on different soundfonts are rendered apart."""
     floats: dict[str, np.ndarray] = {}
     for stem in STEMS:
@@ -456,7 +472,9 @@ def _render(song: Song, fonts: dict[str, FontInfo]) -> dict[str, np.ndarray]:
         for part in song.stem_parts(stem):
             groups.setdefault(fonts[part.name].path, []).append(part)
         renders = [
-            render_stem(song if len(groups) == 1 else replace(song, parts=tuple(parts)), stem, path)
+            render_stem(
+                song if len(groups) == 1 else replace(song, parts=tuple(parts)), stem, path, voice
+            )
             for path, parts in groups.items()
         ]
         floats[stem] = renders[0] if len(renders) == 1 else np.sum(renders, axis=0)
@@ -469,13 +487,22 @@ def write_track(job: TrackJob) -> Path:
     drawn = sfs.choose(job.fonts, seed, tuple(PART_STEMS) if job.soundfont_mode == "part" else None)
     fonts = {part: drawn[part] if part in drawn else drawn["song"] for part in PART_STEMS}
     allowed = frozenset.intersection(*(font.allowed_programs for font in fonts.values()))
-    song = compose(seed, job.duration, allowed_programs=allowed)
-    floats = _render(song, fonts)
+    song = prepare_song(compose(seed, job.duration, allowed_programs=allowed), job.voice)
+    floats = _render(song, fonts, job.voice)
     effects: dict[str, dict[str, float]] | None = None
     bus_report: dict[str, float] = {}
     if job.production:
         effects = prod.draw_settings(seed, "heldout" if job.heldout else "train")
         floats, bus_report = prod.produce(song, floats, effects)
+        # the effects ring on into each rest before it is gated again: meta.json says where
+        # the stems are exactly silent
+        song = replace(
+            song,
+            silent_spans={
+                stem: tuple(prod.tail_spans(spans, song.sample_rate))
+                for stem, spans in song.silent_spans.items()
+            },
+        )
         stems, mixture, common_gain = mix_exact(floats, {stem: 0.0 for stem in STEMS})
     else:
         stems, mixture, common_gain = mix_exact(floats, song.gains_db)
@@ -517,6 +544,7 @@ def write_track(job: TrackJob) -> Path:
             for part, f in used.items()
         },
         "composition": song.describe(),
+        "sung_vocals": describe_voice(song, job.voice),
         "synth_settings": dict(SYNTH_SETTINGS),
         "effects": effects,
         "mix": {

@@ -338,7 +338,7 @@ def produce(
     out: dict[str, np.ndarray] = {}
     for stem in STEMS:
         y = process_stem(stems[stem], settings[stem], rate, song.tempo)
-        _gate(y, _tail_spans(song.silent_spans.get(stem, ()), rate), rate)
+        _gate(y, tail_spans(song.silent_spans.get(stem, ()), rate), rate)
         _fade_out(y, song.music_end, song.n_samples)
         gain_db = STEM_BALANCE_DB[stem] + song.gains_db[stem]
         out[stem] = y * np.float32(10 ** (gain_db / 20))
@@ -356,7 +356,7 @@ def produce(
     return out, report
 
 
-def _tail_spans(spans: Iterable[tuple[int, int]], sample_rate: int) -> list[tuple[int, int]]:
+def tail_spans(spans: Iterable[tuple[int, int]], sample_rate: int) -> list[tuple[int, int]]:
     """The silent spans, each after a rest's start moved past the effects' tail.
 
     A span from the start of the song stays whole: nothing sounded before it, so the effects

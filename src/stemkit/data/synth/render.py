@@ -10,6 +10,10 @@ output, so ``fluid_synth_write_float`` is bound here through ctypes.
 The chorus is switched off: FluidSynth's chorus is strongly decorrelated between left and
 right, and on several General MIDI presets it makes the stem anti-phase (negative L/R
 correlation), which no real mix sounds like. The reverb stays on.
+
+The vocals stem is either played by FluidSynth on a voice-like preset (``voice="synth"``) or
+sung (``voice="sung"``: espeak-ng syllables resynthesised onto the melody, see
+:mod:`~stemkit.data.synth.voice`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stemkit.data.synth import voice as sung_voice
 from stemkit.data.synth.compose import GRID, SAMPLE_RATE, Part, Song
 from stemkit.errors import StemkitError
 
@@ -273,17 +279,67 @@ def _events(parts: Sequence[Part]) -> list[tuple[int, int, int, int, int]]:
     return events
 
 
-def render_stem(song: Song, stem: str, soundfont: Path) -> np.ndarray:
+#: The voices the vocals stem can be rendered with.
+VOICES: tuple[str, ...] = ("sung", "synth")
+
+
+def resolve_voice(voice: str | None) -> str:
+    """The vocals voice to use: ``voice`` itself, or the default when it is None.
+
+    The default is ``"sung"`` when espeak-ng and parselmouth are installed, else ``"synth"``
+    with a warning saying what to install.
+
+    Raises:
+        StemkitError: for an unknown voice, or ``"sung"`` without espeak-ng or parselmouth.
+    """
+    if voice is None:
+        if sung_voice.available():
+            return "sung"
+        warnings.warn(
+            "espeak-ng or parselmouth is missing: the vocals are played by a synthesizer "
+            f"patch instead of sung ({sung_voice.install_hint()})",
+            stacklevel=2,
+        )
+        return "synth"
+    if voice not in VOICES:
+        raise StemkitError(f"--voice must be one of {', '.join(VOICES)}, got {voice!r}")
+    if voice == "sung":
+        sung_voice.require()
+    return voice
+
+
+def voice_engine(voice: str) -> str:
+    """What renders the vocals with ``voice`` and its versions (recorded in meta.json)."""
+    return sung_voice.engine_versions() if voice == "sung" else "fluidsynth"
+
+
+def prepare_song(song: Song, voice: str) -> Song:
+    """``song`` as ``voice`` renders it: the sung voice breathes in the rests before phrases."""
+    return sung_voice.sung_song(song) if voice == "sung" else song
+
+
+def describe_voice(song: Song, voice: str) -> dict[str, Any]:
+    """The lyrics, singers and takes of the sung vocals (empty for the synthesizer voice)."""
+    return sung_voice.plan_vocals(song).describe() if voice == "sung" else {}
+
+
+def render_stem(song: Song, stem: str, soundfont: Path, voice: str = "synth") -> np.ndarray:
     """Render one stem of ``song``, gate its silent spans and fade out its tail.
 
     Args:
-        song: the composed song.
+        song: the composed song (passed through :func:`prepare_song` for ``voice``).
         stem: one of ``drums``, ``bass``, ``other``, ``vocals``.
         soundfont: the soundfont file.
+        voice: ``"synth"`` plays the vocals on the song's voice preset; ``"sung"`` sings them.
 
     Returns:
         ``(2, song.n_samples)`` float32 audio at ``song.sample_rate``, before the stem gain.
     """
+    if stem == "vocals" and voice == "sung":
+        audio = sung_voice.render_vocals(song)
+        _gate(audio, song.silent_spans.get(stem, ()), song.sample_rate)
+        _fade_out(audio, song.music_end, song.n_samples)
+        return audio
     parts = song.stem_parts(stem)
     padded = -(-song.n_samples // GRID) * GRID
     with _Synth(soundfont) as synth:
