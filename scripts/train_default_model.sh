@@ -12,7 +12,7 @@ DEST=src/stemkit/artifacts/weights
 # The bundled model heard dry TimGM6mb songs (generator 1.x); generator 2.0 adds song forms and
 # humanisation even with these flags, so a rebuild gives similar, not identical, weights.
 $BIN/stemkit data synth data/synth --tracks 48 --duration 24 --seed 0 --workers 2 \
-    --soundfonts TimGM6mb --no-production
+    --soundfonts TimGM6mb --no-production --voice synth
 $BIN/stemkit train -c configs/umx_synth_small.yaml --quiet "$@"
 $BIN/python - "$RUN/best.pt" "$DEST/umx-synth-small.pt" <<'PY'
 import sys

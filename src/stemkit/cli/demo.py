@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="stemkit-demo-") as tmp:
         print(f"rendering a {args.duration:g} s song (seed {args.seed})")
-        # The songs the bundled model learned from: TimGM6mb, dry stems.
+        # The songs the bundled model learned from: TimGM6mb, dry stems, a synthesizer voice.
         [track] = synthesize(
             Path(tmp),
             1,
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             n_test=1,
             soundfonts="TimGM6mb",
             production=False,
+            voice="synth",
         )
         song = out / "song"
         if song.exists():
