@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -229,6 +229,51 @@ def test_models_fetch_verb_and_the_listing_status(
 
     assert cli.main(["models", "fetch", NAME, "--force"]) == 0
     assert len(server.requests) == 4
+
+
+def test_umxse_layout_converts_with_the_entrys_own_settings(
+    upstream: ModuleType,
+    server: WeightsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """umxse's files (mono, 16 kHz, all 513 bins, named ``speech_<hash>.pth``) go through the
+    real entry's targets and options; only the hidden size is shrunk."""
+    real = CATALOGUE["umxse"]
+    assert isinstance(real.weights, Fetchable)
+    files = []
+    for seed, original in enumerate(real.weights.files):
+        torch.manual_seed(seed)
+        core = upstream.OpenUnmix(nb_bins=513, nb_channels=1, hidden_size=HIDDEN, max_bin=513)
+        buffer = io.BytesIO()
+        torch.save(core.state_dict(), buffer)
+        digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+        path = f"{RECORD}/{original.target}_{digest[:8]}.pth"
+        server.files[path] = buffer.getvalue()
+        files.append(WeightFile(f"https://zenodo.org{path}", digest[:8], original.target))
+    entry = replace(real, name="umxse-tiny", weights=replace(real.weights, files=tuple(files)))
+    monkeypatch.setitem(CATALOGUE, entry.name, entry)
+    monkeypatch.setenv("STEMKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("STEMKIT_WEIGHTS_MIRROR", server.url)
+    monkeypatch.delenv("STEMKIT_OFFLINE", raising=False)
+
+    song = tmp_path / "speech.wav"
+    noisy = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    sf.write(song, noisy, 16000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert cli.main(["separate", str(song), "--model", entry.name, "-o", str(out), "-q"]) == 0
+    for stem in ("speech", "noise"):
+        audio, rate = sf.read(out / "speech" / f"{stem}.wav", dtype="float32")
+        assert rate == 16000 and audio.shape == noisy.shape
+    kwargs = load_checkpoint(cached_path(entry))["model_kwargs"]
+    assert (kwargs["sample_rate"], kwargs["audio_channels"], kwargs["n_fft"], kwargs["n_hop"]) == (
+        16000,
+        1,
+        1024,
+        512,
+    )
+    for key in ("sources", "n_fft", "n_hop", "sample_rate", "audio_channels", "niter"):
+        assert kwargs[key] == real.kwargs[key], key
 
 
 def _closed_port() -> int:
