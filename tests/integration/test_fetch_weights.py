@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 import socket
 import threading
 import time
@@ -216,7 +218,16 @@ def test_models_fetch_verb_and_the_listing_status(
     row = next(line for line in capsys.readouterr().out.splitlines() if f"  {NAME} " in line)
     assert row.rstrip().endswith("fetchable")
 
+    # a download folder left by a fetch killed a day ago goes; a fresh one (a live fetch) stays
+    stale, live = (cached_path(tiny).parent / f".fetch-{NAME}-{k}" for k in ("old", "new"))
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "vocals.pth").write_bytes(b"partial")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+
     assert cli.main(["models", "fetch", NAME]) == 0
+    assert not stale.exists() and live.is_dir()
+    shutil.rmtree(live)
     captured = capsys.readouterr()
     assert captured.out.strip() == str(cached_path(tiny))
     assert f"stemkit: cached {NAME} as" in captured.err

@@ -5,7 +5,9 @@ into a private folder inside the cache, checks each file's SHA-256 against the p
 (all 64 digits, or the published prefix), converts the set into one stemkit checkpoint and
 only then moves that checkpoint into place. Whatever goes wrong on the way (HTTP error, refused
 connection, timeout, dropped connection, short body, wrong hash, files that do not convert)
-raises :class:`~stemkit.errors.DownloadError` and leaves nothing in the cache. A checkpoint in
+raises :class:`~stemkit.errors.DownloadError` and leaves nothing in the cache (a fetch killed
+outright may leave its hidden ``.fetch-*`` folder; a later fetch removes it once it is a day
+old, so as not to take one from a fetch still running elsewhere). A checkpoint in
 the cache was verified when it was written and carries its own checksum, so
 :func:`load_catalogue_model` uses it without touching the network.
 
@@ -29,6 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -242,6 +245,7 @@ def fetch(
             f"its weights are at {first.url}, expected {first.expected()}{hint}"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final.parent)
     work = Path(tempfile.mkdtemp(prefix=f".fetch-{entry.name}-", dir=final.parent))
     try:
         paths = []
@@ -268,6 +272,22 @@ def fetch(
         shutil.rmtree(work, ignore_errors=True)
     say(f"cached {entry.name} as {final}")
     return final
+
+
+#: A private download folder older than this was left by a process killed mid-fetch.
+STALE_AFTER_S = 24 * 3600.0
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove download folders left by fetches killed outright (SIGKILL, power loss); a day
+    old, so that a fetch still running in another process keeps its own."""
+    now = time.time()
+    for leftover in folder.glob(".fetch-*"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:  # gone meanwhile
+            pass
 
 
 def _convert(entry: CatalogueEntry, weights: Fetchable, paths: list[Path], out: Path) -> None:
