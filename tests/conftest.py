@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -131,3 +132,18 @@ def whole_signal_separation(model: torch.nn.Module, mixture: torch.Tensor) -> to
         win_len=model.wiener_win_len,
     )
     return model.istft(stems_stft, length=mixture.shape[-1])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never download weights, nor touch the user's cache: catalogue models are fetched
+    only where a test serves them itself (tests/integration/test_fetch_weights.py)."""
+    saved = {key: os.environ.get(key) for key in ("STEMKIT_OFFLINE", "STEMKIT_CACHE")}
+    os.environ["STEMKIT_OFFLINE"] = "1"
+    os.environ["STEMKIT_CACHE"] = str(tmp_path_factory.mktemp("stemkit-cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

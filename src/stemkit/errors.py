@@ -33,3 +33,7 @@ class DatasetError(StemkitError):
 
 class CheckpointError(StemkitError):
     """A checkpoint file is missing, corrupt, or does not describe a model stemkit can build."""
+
+
+class DownloadError(StemkitError):
+    """Published weights cannot be fetched, or what arrived is not what was published."""

@@ -64,11 +64,11 @@ def test_untrained_architecture_is_refused_and_allowed_with_random_weights(
 ) -> None:
     song = make_song(tmp_path / "song.wav")
     out = tmp_path / "out"
-    assert cli.main(["separate", str(song), "--model", "umx", "-o", str(out), "-q"]) == 2
+    assert cli.main(["separate", str(song), "--model", "xumx", "-o", str(out), "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     (line,) = error_lines(err)
-    assert "--model umx has no trained weights" in line
+    assert "--model xumx has no trained weights" in line
     assert "bundled model (default)" in line and "checkpoint file" in line
     assert "stemkit models import-openunmix" in line and "--random-weights" in line
     assert not out.exists() or list(out.iterdir()) == []

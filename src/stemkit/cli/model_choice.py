@@ -1,10 +1,12 @@
 """What a ``--model`` names, whether it may separate songs, and the line that tells the user.
 
-``--model`` takes a checkpoint file, a bundled model (``default``) or a registry name. Of the
-registry names only ``identity`` (the mixture back, unchanged) separates without weights;
-every other architecture built by name has random weights and would write noise with exit
-status 0, so ``stemkit separate`` refuses it unless ``--random-weights`` asks for exactly that
-(tests, timing).
+``--model`` takes a checkpoint file, a bundled model (``default``), a catalogue model
+(``umxhq``: published weights, fetched once and cached) or a registry name. Of the registry
+names only ``identity`` (the mixture back, unchanged) separates without weights; every other
+architecture built by name has random weights and would write noise with exit status 0, so
+``stemkit separate`` refuses it unless ``--random-weights`` asks for exactly that (tests,
+timing). A catalogue name is never untrained, even where it is also a registry name (``umx``);
+``--random-weights`` then asks for the architecture instead.
 """
 
 from __future__ import annotations
@@ -46,30 +48,54 @@ def is_bundled(spec: str) -> bool:
     return True
 
 
-def is_untrained(spec: str) -> bool:
-    """Whether ``--model spec`` builds a registered architecture with random weights."""
+def is_catalogued(spec: str) -> bool:
+    """Whether ``spec`` names a catalogue model (bundled, fetchable or not fetchable)."""
+    from stemkit.artifacts import CATALOGUE
+
+    return not is_checkpoint_file(spec) and spec in CATALOGUE
+
+
+def is_untrained(spec: str, *, random_weights: bool = False) -> bool:
+    """Whether ``--model spec`` builds a registered architecture with random weights.
+
+    Args:
+        spec: what ``--model`` named.
+        random_weights: ``--random-weights`` was given, so a registry name that is also a
+            catalogue name (``umx``) means the architecture.
+    """
     from stemkit import models
 
     if is_checkpoint_file(spec) or is_bundled(spec) or spec in WEIGHTLESS:
+        return False
+    if is_catalogued(spec) and not random_weights:
         return False
     return spec in models.available()
 
 
 def refuse_untrained(spec: str) -> StemkitError:
     """The one-line refusal of an architecture without trained weights."""
+    from stemkit.artifacts import CATALOGUE
+
     bundled = ", ".join(sorted(BUNDLED_NOTES))
+    fetchable = ", ".join(name for name, e in CATALOGUE.items() if e.status == "fetchable")
     return StemkitError(
         f"--model {spec} has no trained weights: it would separate with random ones and write "
-        f"noise; use a bundled model ({bundled}), a checkpoint file (from `stemkit train`, or "
-        "`stemkit models import-openunmix` for the published Open-Unmix weights), or pass "
+        f"noise; use a bundled model ({bundled}), a model with published weights ({fetchable}; "
+        "fetched once, `stemkit models` lists them), a checkpoint file (from `stemkit train`, "
+        "or `stemkit models import-openunmix` for Open-Unmix files fetched by hand), or pass "
         "--random-weights to separate with random weights anyway (for testing)"
     )
 
 
-def describe(spec: str, model: Any) -> str:
-    """One line naming the model and what it was trained on, e.g. ``"model: default (…)"``."""
+def describe(spec: str, model: Any, *, random_weights: bool = False) -> str:
+    """One line naming the model and what it was trained on, e.g. ``"model: default (…)"``.
+
+    ``random_weights`` as for :func:`is_untrained`.
+    """
     sources = list(getattr(model, "sources", []))
     shape = f"{len(sources)} stem(s) {', '.join(sources)} at {model.sample_rate} Hz"
+    if is_untrained(spec, random_weights=random_weights):
+        return f"model: {spec} with RANDOM weights (--random-weights): its stems are noise; {shape}"
     if is_bundled(spec):
         from stemkit.artifacts import bundled_path
 
@@ -79,7 +105,17 @@ def describe(spec: str, model: Any) -> str:
         return f"model: {spec}: {_trained_on(Path(spec))}; {shape}"
     if spec in WEIGHTLESS:
         return f"model: {spec} (no weights: writes the mixture back unchanged); {shape}"
-    return f"model: {spec} with RANDOM weights (--random-weights): its stems are noise; {shape}"
+    if is_catalogued(spec):
+        from stemkit.artifacts import get_entry
+
+        entry = get_entry(spec)
+        score = f"; published {entry.score.short()}" if entry.score else ""
+        licence = f"; weights licence {entry.licence}" if entry.licence else ""
+        return (
+            f"model: {spec} ({entry.title}, published weights trained on {entry.trained_on}"
+            f"{score}{licence}); {shape}"
+        )
+    return f"model: {spec} ({type(model).__name__}); {shape}"
 
 
 def _trained_on(path: Path) -> str:

@@ -1,8 +1,13 @@
-"""``stemkit models``: list the registered systems and bundled weights; import foreign weights.
+"""``stemkit models``: the model catalogue and the registry; fetch or import published weights.
 
 Verbs:
 
-* ``stemkit models [list]``: the registry and the bundled checkpoints;
+* ``stemkit models [list]``: the catalogue (name, system, stems, rate, parameters, training
+  data, published score, and whether the weights are bundled, cached, fetchable or not
+  fetchable), then the registered architectures;
+* ``stemkit models info NAME``: one catalogue entry in full (scores per stem, files, hashes);
+* ``stemkit models fetch NAME...``: download, verify, convert and cache published weights now
+  (``stemkit separate --model NAME`` does it on first use);
 * ``stemkit models import-openunmix PATH... -o OUT.pt``: official Open-Unmix per-target files
   (either layout) into one stemkit checkpoint that ``stemkit separate --model OUT.pt`` uses.
 """
@@ -19,11 +24,32 @@ def add_parser(subparsers: Any) -> None:
     """Declare ``stemkit models`` and its verbs."""
     parser = subparsers.add_parser(
         "models",
-        help="list registered models and bundled weights; import Open-Unmix weights",
-        description="List registered models and bundled weights (default), or import weights.",
+        help="list the model catalogue and registered models; fetch or import weights",
+        description="List the model catalogue and the registered models (default), show one "
+        "entry, fetch published weights into the cache, or import Open-Unmix files.",
     )
     verbs = parser.add_subparsers(dest="models_verb", metavar="VERB")
-    verbs.add_parser("list", help="list registered models and bundled weights (default)")
+    verbs.add_parser("list", help="list the catalogue and the registered models (default)")
+    info = verbs.add_parser("info", help="show one catalogue entry in full")
+    info.add_argument("name", metavar="NAME", help="a catalogue name (see `stemkit models`)")
+    fetch = verbs.add_parser(
+        "fetch",
+        help="download, verify, convert and cache published weights",
+        description="Download the published weights of catalogue models, check their SHA-256, "
+        "convert them into stemkit checkpoints and keep those in the cache ($STEMKIT_CACHE, "
+        "else $XDG_CACHE_HOME/stemkit, else ~/.cache/stemkit). Afterwards `stemkit separate "
+        "--model NAME` needs no network.",
+    )
+    fetch.add_argument("names", nargs="+", metavar="NAME", help="fetchable catalogue names")
+    fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
+    fetch.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds without data before a download is given up "
+        "($STEMKIT_DOWNLOAD_TIMEOUT, else 30)",
+    )
     imp = verbs.add_parser(
         "import-openunmix",
         help="convert official Open-Unmix .pth files into a stemkit checkpoint",
@@ -78,24 +104,138 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch on the verb; no verb lists."""
-    if getattr(args, "models_verb", None) == "import-openunmix":
+    verb = getattr(args, "models_verb", None)
+    if verb == "import-openunmix":
         return run_import(args)
+    if verb == "fetch":
+        return run_fetch(args)
+    if verb == "info":
+        return run_info(args)
     return run_list(args)
 
 
-def run_list(args: argparse.Namespace) -> int:
-    """Print the registry and the bundled checkpoints with their sources."""
-    from stemkit import models
-    from stemkit.artifacts import BUNDLED, bundled_path
+def _status(entry: Any) -> str:
+    from stemkit.artifacts.bundled import bundled_path
+    from stemkit.artifacts.catalogue import Bundled
+    from stemkit.artifacts.fetch import is_cached
 
-    print("registered models:")
+    if isinstance(entry.weights, Bundled):
+        return "bundled" if bundled_path(entry.weights.bundled_name).is_file() else "missing"
+    if is_cached(entry):
+        return "cached"
+    return entry.status
+
+
+def _parameters(count: int | None) -> str:
+    return "not recorded" if count is None else f"{count / 1e6:.1f} M"
+
+
+def _rate(hertz: int) -> str:
+    return f"{hertz / 1000:g} kHz"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the catalogue as a table, then the registered architectures."""
+    from stemkit import models
+    from stemkit.artifacts import CATALOGUE
+    from stemkit.artifacts.catalogue import CSDR, USDR
+    from stemkit.artifacts.fetch import cache_dir
+
+    header = ("name", "system", "stems", "rate", "parameters", "trained on", "score", "status")
+    rows = [
+        (
+            entry.name,
+            entry.system,
+            " ".join(entry.stems),
+            _rate(entry.sample_rate),
+            _parameters(entry.parameters),
+            entry.trained_on,
+            entry.score.short() if entry.score else "not recorded",
+            _status(entry),
+        )
+        for entry in CATALOGUE.values()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    print("model catalogue (`stemkit models info NAME` for details):")
+    for row in [header, *rows]:
+        print(
+            "  "
+            + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    print(
+        f"  score: the published average over the stems, in dB; {CSDR.replace(' (', ': ', 1)[:-1]}"
+        f"; {USDR.replace(' (', ': ', 1)[:-1]}"
+    )
+    print(
+        "  status: bundled (inside stemkit), cached (fetched, no network needed), fetchable "
+        "(downloaded, verified and converted on first use, or by `stemkit models fetch NAME`), "
+        "not fetchable (`stemkit models info NAME` says why)"
+    )
+    print(f"  cache: {cache_dir() / 'models'}")
+    print("registered models: architectures built by name, random weights unless trained")
     for name in models.available():
         print(f"  {name}")
-    print("bundled weights:")
-    for name in sorted(BUNDLED):
-        path = bundled_path(name)
-        state = "present" if path.is_file() else "missing"
-        print(f"  {name}: {path.name} ({state})")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print one catalogue entry in full."""
+    from stemkit.artifacts import get_entry
+    from stemkit.artifacts.catalogue import Fetchable, NotFetchable
+    from stemkit.artifacts.fetch import cached_path
+
+    entry = get_entry(args.name)
+    kwargs = ", ".join(f"{key}={value!r}" for key, value in entry.kwargs.items())
+    lines = [
+        f"{entry.name}: {entry.title}",
+        f"  system: {entry.system}({kwargs})",
+        f"  stems: {', '.join(entry.stems)} at {entry.sample_rate} Hz",
+        f"  parameters: {'not recorded' if entry.parameters is None else f'{entry.parameters:,}'}",
+        f"  trained on: {entry.trained_on}",
+    ]
+    if entry.licence:
+        lines.append(f"  weights licence: {entry.licence}")
+    if entry.score is None:
+        lines.append("  published score: not recorded")
+    else:
+        score = entry.score
+        stems = ", ".join(f"{stem} {value:.2f}" for stem, value in score.per_stem)
+        lines += [
+            f"  published score: {score.metric} on {score.test_set}, in dB: {stems}; "
+            f"average {score.mean:.2f}",
+            f"  score source: {score.reference}",
+        ]
+    lines.append(f"  status: {_status(entry)}")
+    if isinstance(entry.weights, Fetchable):
+        lines.append(f"  hash: {entry.weights.hash_note}")
+        for file in entry.weights.files:
+            lines.append(f"  file: {file.url} ({file.expected()})")
+        lines.append(f"  cache: {cached_path(entry)}")
+        lines.append(f"  by hand: {entry.import_command()}")
+    elif isinstance(entry.weights, NotFetchable):
+        lines.append(f"  published: {entry.weights.published}")
+        lines.append(f"  not fetchable: {entry.weights.reason}")
+    print("\n".join(lines))
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Fetch every named model into the cache; print each checkpoint's path."""
+    from stemkit.artifacts import get_entry
+    from stemkit.artifacts.fetch import fetch
+    from stemkit.errors import StemkitError
+
+    if args.timeout is not None and not args.timeout > 0:
+        raise StemkitError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    entries = [get_entry(name) for name in args.names]
+    for entry in entries:
+        path = fetch(
+            entry,
+            force=args.force,
+            timeout=args.timeout,
+            log=lambda line: print(f"stemkit: {line}", file=sys.stderr),
+        )
+        print(path)
     return 0
 
 

@@ -6,10 +6,11 @@ soundfile or ffmpeg decodes, folders or quoted glob patterns; stems are written 
 mp3, ogg (Vorbis) or opus, at the input's rate by default. ``--two-stems vocals`` writes
 ``vocals`` and ``no_vocals`` (the mixture minus the vocals, so the two add up to the mixture).
 
-Before any work the command names the model and what it was trained on; a registered
-architecture without trained weights is refused (it would write noise) unless
-``--random-weights`` asks for it. ``--device auto`` (the default) takes CUDA, then MPS, then the
-CPU. The command guarantees, whatever happens:
+Before any work the command names the model and what it was trained on; a catalogue name
+(``umxhq``) uses its published weights, fetched and converted on first use and cached after
+(:mod:`stemkit.artifacts.fetch`); a registered architecture without trained weights is refused
+(it would write noise) unless ``--random-weights`` asks for it. ``--device auto`` (the
+default) takes CUDA, then MPS, then the CPU. The command guarantees, whatever happens:
 
 - **Complete or absent.** A song's stems are written into a hidden partial folder in ``DIR``
   and renamed into place once all are written, with a ``.stemkit-stems.json`` marker (song,
@@ -98,14 +99,17 @@ def add_parser(subparsers: Any) -> None:
         "--model",
         default="default",
         metavar="NAME|PATH",
-        help="checkpoint file, bundled model (default: trained on generated songs only) or "
-        "identity; other registered architectures need --random-weights",
+        help="checkpoint file, bundled model (default: trained on generated songs only), "
+        "catalogue model with published weights (umxhq, umx, umxl, umxse: fetched once, then "
+        "cached; `stemkit models` lists them) or identity; other registered architectures "
+        "need --random-weights",
     )
     parser.add_argument(
         "--random-weights",
         action="store_true",
         help="allow --model to name an architecture without trained weights, which then "
-        "separates with random weights (noise; for tests and timing only)",
+        "separates with random weights (noise; for tests and timing only); a name that is "
+        "also a catalogue model (umx) then means the architecture",
     )
     parser.add_argument(
         "--segment",
@@ -337,7 +341,7 @@ def _separate_all(
     from stemkit.errors import AudioError, StemkitError
     from stemkit.inference import check_settings, separate
 
-    model = load_model(args.model)
+    model = load_model(args.model, random_weights=args.random_weights)
     if model.requires_references:
         raise StemkitError(
             f"{args.model} is an oracle: it needs the true stems, which a song to separate does "
@@ -366,7 +370,8 @@ def _separate_all(
         selected = _select_stems(sources, args.stems)
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     if not args.quiet:
-        print(f"stemkit: {model_choice.describe(args.model, model)}; on {device}", file=sys.stderr)
+        line = model_choice.describe(args.model, model, random_weights=args.random_weights)
+        print(f"stemkit: {line}; on {device}", file=sys.stderr)
 
     failures: list[str] = []
     started = time.monotonic()

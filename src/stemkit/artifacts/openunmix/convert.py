@@ -8,8 +8,9 @@ a ``umx`` checkpoint whose provenance names every file and its checksum.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from stemkit.artifacts.checkpoint import provenance, save_checkpoint
 from stemkit.artifacts.openunmix.files import (
@@ -61,6 +62,7 @@ def import_openunmix(
     wiener_win_len: int | None = 300,
     sample_rate: int | None = None,
     n_hop: int | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> Path:
     """Turn upstream per-target files into one stemkit ``umx`` checkpoint.
 
@@ -75,6 +77,8 @@ def import_openunmix(
         wiener_win_len: frames per Wiener block, ``None`` for whole tracks.
         sample_rate: overrides what the files say; default: the files, else 44100.
         n_hop: overrides what the JSON says; default: the JSON, else ``n_fft // 4``.
+        origin: where the files came from (a catalogue name, URLs), kept in the provenance
+            under ``"origin"``.
 
     Returns:
         ``out`` as a ``Path``.
@@ -147,7 +151,7 @@ def import_openunmix(
         assert isinstance(core, OpenUnmix)
         load_core(core, weights)
     model.eval()
-    record = {
+    record: dict[str, Any] = {
         "converted_from": "openunmix",
         "assumed": assumed,
         "files": [
@@ -161,4 +165,6 @@ def import_openunmix(
             for name, w in zip(names, all_weights, strict=True)
         ],
     }
+    if origin is not None:
+        record["origin"] = dict(origin)
     return save_checkpoint(out, model, provenance={**provenance(), "openunmix_import": record})
