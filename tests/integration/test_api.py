@@ -17,6 +17,7 @@ import torch
 import stemkit
 import stemkit.api
 from conftest import RATE, toy_stems
+from stemkit.cli import main as cli
 from stemkit.errors import StemkitError
 from stemkit.outputs import MARKER, OutputError
 
@@ -275,3 +276,23 @@ def test_the_library_logs_clipping_and_prints_nothing(
     assert warnings and all(r.name == "stemkit.api" for r in warnings)
     assert str(tmp_path / "out" / "loud" / "mixture.wav") in warnings[0].getMessage()
     assert any(r.levelno == logging.DEBUG and "read" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_verbose_and_quiet_set_the_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("separate",))
+    song = _song(tmp_path / "song.wav", scale=4.0)
+    base = ["separate", str(song), "--model", "identity"]
+    assert cli.main([*base, "-o", str(tmp_path / "quiet"), "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("stemkit: warning: ") for line in err)  # clipping only
+    assert cli.main([*base, "-o", str(tmp_path / "normal")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("stemkit: model: identity") and "[1/1] separating" in err
+    assert "stemkit: debug:" not in err
+    assert cli.main([*base, "-o", str(tmp_path / "verbose"), "-v"]) == 0
+    assert "stemkit: debug: read " in capsys.readouterr().err
+    # the command's handler is gone after it: the library is silent again
+    handlers = logging.getLogger("stemkit").handlers
+    assert all(isinstance(h, logging.NullHandler) for h in handlers)
