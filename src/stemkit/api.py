@@ -193,6 +193,11 @@ class Separator:
         self.batch_size = batch_size
         self.progress = progress
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        logger.debug(
+            "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
+            name, self.device, "the whole song" if chosen is None else f"{chosen:g} s",
+            overlap, shifts, batch_size,
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(

@@ -35,7 +35,10 @@ CPU. The command guarantees, whatever happens:
   songs go on; the command then exits with status 1 and lists the failures. Refused commands
   (bad options, bad output folder) exit with status 2 before any separation.
 
-The rules live in :mod:`stemkit.outputs`, shared with the web service.
+The rules live in :mod:`stemkit.outputs`, shared with the web service; the work on each song
+(read → separate → write) is :meth:`stemkit.api.Separator.separate_to_folder`, the Python API.
+Status lines go to stderr through :mod:`logging` (:mod:`stemkit.cli.logs`): ``-q`` keeps
+warnings and errors, ``-v`` adds debug lines.
 """
 
 from __future__ import annotations
