@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "stemkit"
 #: package (``stemkit``: version, MUSDB_SOURCES) and ``errors`` are open to every layer.
 FOUNDATION = {"stemkit", "errors"}
 ALLOWED: dict[str, set[str]] = {
-    "stemkit": {"errors"},
+    # `stemkit.Separator` is stemkit.api, imported on first use (a module __getattr__)
+    "stemkit": {"errors", "api"},
     "errors": set(),
     "runtime": set(),
     "audio": set(),
@@ -45,7 +46,10 @@ ALLOWED: dict[str, set[str]] = {
     # helpers of the command line: output folders and plots
     "outputs": set(),
     "plots": set(),
+    # the Python API: read → separate → write, under the command line and the web service
+    "api": {"inference", "artifacts", "models", "dsp", "audio", "outputs", "runtime"},
     "cli": {
+        "api",
         "train",
         "evaluation",
         "inference",

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not "
             "busy with other processes)",
         )
+        command.add_argument(
+            "-v", "--verbose", action="store_true", help="also show debug lines on stderr"
+        )
     return parser
 
 
@@ -56,10 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise StemkitError(f"--threads must be a positive integer, got {args.threads}")
+        from stemkit.cli import logs
         from stemkit.runtime import set_threads
 
         set_threads(args.threads)
-        status = args.func(args)
+        at = logs.level(verbose=args.verbose, quiet=bool(getattr(args, "quiet", False)))
+        with logs.to_stderr(at):
+            status = args.func(args)
     except StemkitError as error:
         print(f"stemkit: error: {error}", file=sys.stderr)
         return 2

@@ -63,13 +63,9 @@ def is_untrained(spec: str, *, random_weights: bool = False) -> bool:
         random_weights: ``--random-weights`` was given, so a registry name that is also a
             catalogue name (``umx``) means the architecture.
     """
-    from stemkit import models
+    from stemkit.api import is_untrained as untrained  # one rule for the CLI and the API
 
-    if is_checkpoint_file(spec) or is_bundled(spec) or spec in WEIGHTLESS:
-        return False
-    if is_catalogued(spec) and not random_weights:
-        return False
-    return spec in models.available()
+    return untrained(spec, random_weights=random_weights)
 
 
 def refuse_untrained(spec: str) -> StemkitError:

@@ -36,45 +36,34 @@ default) takes CUDA, then MPS, then the CPU. The command guarantees, whatever ha
   songs go on; the command then exits with status 1 and lists the failures. Refused commands
   (bad options, bad output folder) exit with status 2 before any separation.
 
-The rules live in :mod:`stemkit.outputs`, shared with the web service.
+The rules live in :mod:`stemkit.outputs`, shared with the web service; the work on each song
+(read → separate → write) is :meth:`stemkit.api.Separator.separate_to_folder`, the Python API.
+Status lines go to stderr through :mod:`logging` (:mod:`stemkit.cli.logs`): ``-q`` keeps
+warnings and errors, ``-v`` adds debug lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from stemkit.api import FORMATS, MP3_BITRATES, SUBTYPES
+from stemkit.cli.logs import BARE, PLAIN
+
 if TYPE_CHECKING:
     import torch
-    from torch import Tensor
 
+    from stemkit.api import StemFiles
     from stemkit.cli.songs import Song
-    from stemkit.models.base import SeparationModel
 
-#: ``--bits`` → soundfile subtype.
-SUBTYPES: dict[int, str] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
-
-#: ``--format`` → (file extension, soundfile subtype when ``--bits`` does not choose it).
-FORMATS: dict[str, tuple[str, str | None]] = {
-    "wav": (".wav", None),
-    "flac": (".flac", None),
-    "mp3": (".mp3", "MPEG_LAYER_III"),
-    "ogg": (".ogg", "VORBIS"),
-    "opus": (".opus", "OPUS"),
-}
-
-#: ``--mp3-bitrate`` choices (MPEG-1 layer III constant bit rates, kbit/s).
-MP3_BITRATES: tuple[int, ...] = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-#: Rates of MPEG-1 layer III, the mp3 the bit rates above apply to.
-MP3_RATES: tuple[int, ...] = (32000, 44100, 48000)
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -210,16 +199,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 @dataclass(frozen=True)
-class _Output:
-    """How the stems are written: extension, soundfile subtype, rate rule and bit rate."""
-
-    extension: str
-    subtype: str
-    rate: int | Literal["input", "model"]
-    bitrate: int | None
-
-
-@dataclass(frozen=True)
 class _Job:
     """One song and the folder its stems go to."""
 
@@ -253,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         # First, as it may bring back a folder that a run killed during --force moved aside.
         for root in roots:
             for path in outputs.clean_leftovers(root):
-                print(f"stemkit: cleaned up {path}, left by an interrupted run", file=sys.stderr)
+                # shown even with --quiet, as before: a warning, in the words it always had
+                logger.warning("cleaned up %s, left by an interrupted run", path, extra=PLAIN)
         jobs = _jobs(songs, names, output_root)
         skipped = [job for job in jobs if args.skip_existing and _complete(job.destination)]
         jobs = [job for job in jobs if job not in skipped]
@@ -265,11 +245,8 @@ def run(args: argparse.Namespace) -> int:
             )
         for job in jobs:
             outputs.check_destination(job.destination, force=args.force)
-        if skipped and not args.quiet:
-            print(
-                f"stemkit: skipping {len(skipped)} song(s) already separated in {output_root}",
-                file=sys.stderr,
-            )
+        if skipped:
+            logger.info("skipping %d song(s) already separated in %s", len(skipped), output_root)
         if not jobs:
             return 0
         return _separate_all(args, jobs, device, output)
@@ -279,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _output_settings(args: argparse.Namespace) -> _Output:
+def _output_settings(args: argparse.Namespace) -> StemFiles:
     """``--format``, ``--bits``, ``--mp3-bitrate`` and ``--sample-rate``, checked together."""
+    from stemkit.api import StemFiles
     from stemkit.errors import StemkitError
 
     extension, lossy = FORMATS[args.format]
@@ -308,7 +286,7 @@ def _output_settings(args: argparse.Namespace) -> _Output:
                 "from 1000 to 384000"
             )
     bitrate = (args.mp3_bitrate or 320) if args.format == "mp3" else None
-    return _Output(extension, subtype, rate, bitrate)
+    return StemFiles(args.format, subtype, rate, bitrate, args.clip)
 
 
 def _complete(folder: Path) -> bool:
@@ -329,17 +307,15 @@ def _complete(folder: Path) -> bool:
 
 
 def _separate_all(
-    args: argparse.Namespace, jobs: list[_Job], device: torch.device, output: _Output
+    args: argparse.Namespace, jobs: list[_Job], device: torch.device, output: StemFiles
 ) -> int:
     """Load the model, separate and write every song; a song that fails is reported and the
     others go on. Returns 0 when all succeeded, 1 when some failed."""
-    import torch
-
     from stemkit import outputs
+    from stemkit.api import Separator
     from stemkit.artifacts import load_model
     from stemkit.cli import model_choice
     from stemkit.errors import AudioError, StemkitError
-    from stemkit.inference import check_settings, separate
 
     model = load_model(args.model, random_weights=args.random_weights)
     if model.requires_references:
@@ -349,14 +325,17 @@ def _separate_all(
         )
     if model_choice.is_untrained(args.model) and not args.random_weights:
         raise model_choice.refuse_untrained(args.model)
-    if args.segment is None:
-        segment = model.default_segment
-    else:
-        segment = args.segment or None  # 0 asks for the whole song at once
-    try:
-        check_settings(segment, args.overlap, args.batch_size, args.shifts)
-    except ValueError as error:
-        raise StemkitError(str(error)) from None
+    separator = Separator(
+        model,
+        name=args.model,
+        device=device,
+        segment=args.segment,
+        overlap=args.overlap,
+        shifts=args.shifts,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=logger.isEnabledFor(logging.INFO),
+    )
     sources = list(model.sources)
     if args.two_stems is not None:
         if args.stems is not None:
@@ -365,85 +344,50 @@ def _separate_all(
             raise StemkitError(
                 f"--two-stems {args.two_stems!r}: this model gives {', '.join(sources)}"
             )
-        selected = [args.two_stems, f"no_{args.two_stems}"]
+        stems = None
     else:
-        selected = _select_stems(sources, args.stems)
-    generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
-    if not args.quiet:
-        line = model_choice.describe(args.model, model, random_weights=args.random_weights)
-        print(f"stemkit: {line}; on {device}", file=sys.stderr)
+        stems = _select_stems(sources, args.stems)
+    line = model_choice.describe(args.model, model, random_weights=args.random_weights)
+    logger.info("%s; on %s", line, device)
 
     failures: list[str] = []
     started = time.monotonic()
     for number, job in enumerate(jobs, 1):
         song, destination = job.song, job.destination
-        if not args.quiet:
-            eta = ""
-            if number > 1:
-                left = (time.monotonic() - started) / (number - 1) * (len(jobs) - number + 1)
-                eta = f" (about {_duration(left)} left)"
-            print(
-                f"[{number}/{len(jobs)}] separating {song} -> {destination}{eta}", file=sys.stderr
-            )
+        eta = ""
+        if number > 1:
+            left = (time.monotonic() - started) / (number - 1) * (len(jobs) - number + 1)
+            eta = f" (about {_duration(left)} left)"
+        logger.info(
+            "[%d/%d] separating %s -> %s%s", number, len(jobs), song, destination, eta, extra=BARE
+        )
         try:
-            mixture, song_rate, song_frames = _read(song, model, args.downmix)
-            try:
-                stems = separate(
-                    model,
-                    mixture,
-                    segment=segment,
-                    overlap=args.overlap,
-                    batch_size=args.batch_size,
-                    shifts=args.shifts,
-                    device=device,
-                    progress=not args.quiet,
-                    generator=generator,
-                )
-            except ValueError as error:
-                # The settings were checked above, so the model refuses this song itself,
-                # e.g. one shorter than its STFT window.
-                raise AudioError(song, f"cannot be separated by {args.model}: {error}") from None
-            if args.two_stems is not None:
-                stem = stems[sources.index(args.two_stems)]
-                signals = {selected[0]: stem, selected[1]: mixture - stem}
-            else:
-                signals = {name: stems[sources.index(name)] for name in selected}
-            rate = _output_rate(output, song_rate, int(model.sample_rate))
-            files = {
-                f"{name}{output.extension}": _at_rate(
-                    signal, int(model.sample_rate), rate, song_frames if rate == song_rate else None
-                )
-                for name, signal in signals.items()
-            }
-            info = {
-                "song": os.path.abspath(song),
-                "model": args.model,
-                "stems": selected,
-                "sample_rate": rate,
-            }
-            _write_folder(
+            separator.separate_to_folder(
+                song,
                 destination,
-                files,
-                rate,
                 output=output,
-                clip=args.clip,
+                stems=stems,
+                two_stems=args.two_stems,
                 force=args.force,
-                info=info,
+                downmix=args.downmix,
             )
         except (AudioError, outputs.OutputError) as error:
-            print(f"stemkit: error: {error}", file=sys.stderr)
+            logger.error("%s", error)
             failures.append(str(song))
             continue
         except OSError as error:
             # Any other file-system failure: one line for this song, and the batch goes on.
-            print(f"stemkit: error: {song}: {outputs.describe_os_error(error)}", file=sys.stderr)
+            logger.error("%s: %s", song, outputs.describe_os_error(error))
             failures.append(str(song))
             continue
         print(destination, flush=True)
     if failures:
-        print(
-            f"stemkit: {len(failures)} of {len(jobs)} song(s) failed: {', '.join(failures)}",
-            file=sys.stderr,
+        logger.error(
+            "%d of %d song(s) failed: %s",
+            len(failures),
+            len(jobs),
+            ", ".join(failures),
+            extra=PLAIN,
         )
         return 1
     return 0
@@ -457,34 +401,6 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _output_rate(output: _Output, song_rate: int, model_rate: int) -> int:
-    """The rate the stems are written at: as asked, then moved to one the codec stores."""
-    rate = {"input": song_rate, "model": model_rate}.get(str(output.rate))
-    rate = int(output.rate) if rate is None else rate
-    if output.subtype == "OPUS":
-        return 48000  # Ogg Opus is 48 kHz: decoders play every file at that rate anyway
-    if output.subtype == "MPEG_LAYER_III":
-        return min((r for r in MP3_RATES if r >= rate), default=MP3_RATES[-1])
-    return rate
-
-
-def _at_rate(signal: Tensor, rate: int, wanted: int, frames: int | None) -> Tensor:
-    """``signal`` resampled from ``rate`` to ``wanted`` Hz; at the song's own rate, cut or
-    padded to its ``frames`` (the round trip through the model's rate may differ by one)."""
-    import torch
-
-    from stemkit.audio import resample
-
-    if wanted == rate:
-        return signal
-    out = resample(signal, rate, wanted)
-    if frames is not None and out.shape[-1] != frames:
-        out = out[..., :frames]
-        if out.shape[-1] < frames:
-            out = torch.nn.functional.pad(out, (0, frames - out.shape[-1]))
-    return out
 
 
 def _jobs(songs: Sequence[Song], names: Sequence[str], output_root: Path) -> list[_Job]:
@@ -520,51 +436,3 @@ def _select_stems(sources: list[str], wanted: str | None) -> list[str]:
             f"this model gives {', '.join(sources)}"
         )
     return list(dict.fromkeys(names))
-
-
-def _read(song: Path, model: SeparationModel, downmix: bool) -> tuple[Tensor, int, int]:
-    """The song at the model's rate and channels, with its own rate and length in samples."""
-    from stemkit.audio import read_audio, resample
-
-    audio, rate = read_audio(song, channels=model.audio_channels, downmix=downmix)
-    frames = int(audio.shape[-1])
-    return resample(audio, rate, int(model.sample_rate)), rate, frames
-
-
-def _write_folder(
-    destination: Path,
-    files: dict[str, Tensor],
-    rate: int,
-    *,
-    output: _Output,
-    clip: Literal["warn", "clamp", "rescale"],
-    force: bool,
-    info: dict[str, Any],
-) -> None:
-    """Write ``files`` (name → ``(channels, time)``) as the stem folder ``destination``, all or
-    nothing (see :func:`stemkit.outputs.write_stem_folder`).
-
-    Raises:
-        OutputError: the destination is taken or the file system refused a write.
-        AudioError: a stem cannot be encoded.
-    """
-    from stemkit import audio, outputs
-
-    def write(folder: Path) -> None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", audio.ClippingWarning)
-            for name, signal in files.items():
-                audio.write_audio(
-                    folder / name,
-                    signal,
-                    rate,
-                    subtype=output.subtype,
-                    clip=clip,
-                    bitrate=output.bitrate,
-                )
-        for warning in caught:
-            # Name the file where the user will find it, not in the hidden partial folder.
-            message = str(warning.message).replace(str(folder), str(destination))
-            print(f"stemkit: warning: {message}", file=sys.stderr)
-
-    outputs.write_stem_folder(destination, write, force=force, info=info)

@@ -1,0 +1,555 @@
+"""The Python API: a model ready to separate arrays, tensors and audio files.
+
+:class:`Separator` is what ``stemkit separate`` runs for every song: the command line parses
+its options, finds the songs and names their folders; the separator reads, separates and writes.
+
+Example::
+
+    import stemkit
+
+    separator = stemkit.Separator.from_pretrained("default")
+    stems = separator.separate(audio, 44100)  # {"vocals": array like audio, ...}
+    separator.separate_file("song.wav", "separated")  # separated/song/vocals.wav, ...
+
+Not to be confused with :class:`stemkit.models.spectral.Separator`, the masking wrapper of the
+spectrogram models (a model, not a user-facing object).
+
+Library code logs to ``logging.getLogger("stemkit")`` (with a :class:`logging.NullHandler`);
+configure logging to see the warnings (clipped samples) and the debug lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+
+from stemkit.errors import AudioError, StemkitError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import Tensor
+
+    from stemkit.models.base import SeparationModel
+
+    ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+logger = logging.getLogger(__name__)
+
+#: Output format name → (file extension, soundfile subtype when the sample size does not
+#: choose it: the lossy codecs).
+FORMATS: Final[dict[str, tuple[str, str | None]]] = {
+    "wav": (".wav", None),
+    "flac": (".flac", None),
+    "mp3": (".mp3", "MPEG_LAYER_III"),
+    "ogg": (".ogg", "VORBIS"),
+    "opus": (".opus", "OPUS"),
+}
+
+#: Bits per sample of wav and flac → soundfile subtype.
+SUBTYPES: Final[dict[int, str]] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+
+#: mp3 constant bit rates (MPEG-1 layer III, kbit/s).
+MP3_BITRATES: Final[tuple[int, ...]] = (
+    32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+)  # fmt: skip
+#: Rates of MPEG-1 layer III, the mp3 the bit rates above apply to.
+MP3_RATES: Final[tuple[int, ...]] = (32000, 44100, 48000)
+
+#: Registry names that separate without trained weights.
+WEIGHTLESS: Final[frozenset[str]] = frozenset({"identity"})
+
+Clip = Literal["warn", "clamp", "rescale"]
+
+
+@dataclass(frozen=True)
+class StemFiles:
+    """How stem files are written.
+
+    Attributes:
+        format: a key of :data:`FORMATS` (wav, flac, mp3, ogg, opus).
+        subtype: the soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, or the codec).
+        rate: ``"input"`` (the song's rate), ``"model"`` (the model's) or a rate in Hz; opus is
+            always written at 48000 Hz and mp3 at the next rate it stores.
+        bitrate: mp3 constant bit rate in kbit/s, else None.
+        clip: samples beyond [-1, 1] in every subtype but ``"FLOAT"``: clamp with a logged
+            warning (``"warn"``), clamp silently, or rescale the stem by its peak.
+    """
+
+    format: str = "wav"
+    subtype: str = "PCM_16"
+    rate: int | Literal["input", "model"] = "input"
+    bitrate: int | None = None
+    clip: Clip = "warn"
+
+    @classmethod
+    def of(cls, format: str = "wav", **settings: Any) -> StemFiles:
+        """The default settings of ``format``: 16-bit wav and flac, 320 kbit/s mp3.
+
+        Raises:
+            StemkitError: an unknown format.
+        """
+        if format not in FORMATS:
+            raise StemkitError(f"format {format!r}: use one of {', '.join(FORMATS)}")
+        lossy = FORMATS[format][1]
+        settings.setdefault("subtype", lossy or SUBTYPES[16])
+        settings.setdefault("bitrate", 320 if format == "mp3" else None)
+        return cls(format=format, **settings)
+
+    @property
+    def extension(self) -> str:
+        """The file extension, e.g. ``".wav"``."""
+        return FORMATS[self.format][0]
+
+    def rate_for(self, song_rate: int, model_rate: int) -> int:
+        """The rate the stems are written at: as asked, then moved to one the codec stores."""
+        if self.rate == "input":
+            rate = song_rate
+        elif self.rate == "model":
+            rate = model_rate
+        else:
+            rate = int(self.rate)
+        if self.subtype == "OPUS":
+            return 48000  # Ogg Opus is 48 kHz: decoders play every file at that rate anyway
+        if self.subtype == "MPEG_LAYER_III":
+            return min((r for r in MP3_RATES if r >= rate), default=MP3_RATES[-1])
+        return rate
+
+
+def is_untrained(name: str, *, random_weights: bool = False) -> bool:
+    """Whether ``name`` builds a registered architecture with random weights.
+
+    Checkpoint files, bundled and catalogue models (:mod:`stemkit.artifacts.catalogue`) and the
+    :data:`WEIGHTLESS` models have their weights. A name that is both a catalogue entry and a
+    registry architecture (``umx``) means the published weights, unless ``random_weights``.
+    """
+    from stemkit import models
+    from stemkit.artifacts import BUNDLED, CATALOGUE
+
+    path = Path(name)
+    if path.suffix in {".pt", ".pth", ".ckpt"} or path.is_file():
+        return False
+    if name in BUNDLED or name in WEIGHTLESS:
+        return False
+    if name in CATALOGUE and not random_weights:
+        return False
+    return name in models.available()
+
+
+class Separator:
+    """A separation model with its chunking settings, ready for songs of any length.
+
+    Build one with :meth:`from_pretrained`, or wrap a model you hold.
+
+    Args:
+        model: maps ``(batch, channels, time)`` to ``(batch, sources, channels, time)``.
+        name: how the model was named (checkpoint path, bundled or registry name); it is
+            recorded in the marker file of every stem folder.
+        device: ``"auto"`` (CUDA, then MPS, then the CPU), ``"cpu"``, ``"cuda:N"``, ``"mps"``
+            or a :class:`torch.device`.
+        segment: chunk length in seconds; None takes the model's ``default_segment``; 0
+            separates the whole song at once.
+        overlap: overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5.
+        shifts: shift trick: average this many predictions on randomly delayed copies.
+        batch_size: chunks per model call.
+        seed: seed of the shift delays (None: not reproducible).
+        progress: show a progress bar over the chunks on stderr.
+
+    Raises:
+        StemkitError: a bad setting or device, or an oracle model (it needs the true stems).
+    """
+
+    def __init__(
+        self,
+        model: SeparationModel,
+        *,
+        name: str = "model",
+        device: str | torch.device = "auto",
+        segment: float | None = None,
+        overlap: float = 0.25,
+        shifts: int = 0,
+        batch_size: int = 1,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        import torch
+
+        from stemkit.inference import check_settings
+        from stemkit.runtime import resolve_device
+
+        if model.requires_references:
+            raise StemkitError(
+                f"{name} is an oracle: it needs the true stems, which a song to separate does "
+                f"not have; score it with `stemkit evaluate --model {name} --data DIR`"
+            )
+        chosen = model.default_segment if segment is None else (segment or None)
+        try:
+            check_settings(chosen, overlap, batch_size, shifts)
+        except ValueError as error:
+            raise StemkitError(str(error)) from None
+        self.model = model.eval()
+        self.name = name
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.segment = chosen
+        self.overlap = overlap
+        self.shifts = shifts
+        self.batch_size = batch_size
+        self.progress = progress
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        logger.debug(
+            "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
+            name, self.device, "the whole song" if chosen is None else f"{chosen:g} s",
+            overlap, shifts, batch_size,
+        )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] = "default",
+        device: str | torch.device = "auto",
+        segment: float | None = None,
+        overlap: float = 0.25,
+        shifts: int = 0,
+        *,
+        random_weights: bool = False,
+        **settings: Any,
+    ) -> Separator:
+        """Load a checkpoint file, a bundled model (``"default"``) or ``"identity"``.
+
+        Args:
+            name_or_path: what ``stemkit separate --model`` takes.
+            device, segment, overlap, shifts: as for :class:`Separator`.
+            random_weights: allow a registered architecture without trained weights (its
+                stems are noise: for tests and timing only).
+            settings: ``batch_size``, ``seed``, ``progress``.
+
+        Raises:
+            StemkitError: an unknown name, an unusable checkpoint, an architecture without
+                trained weights (unless ``random_weights``), an oracle, or a bad setting.
+        """
+        from stemkit import artifacts
+
+        name = os.fspath(name_or_path)
+        untrained = is_untrained(name, random_weights=random_weights) and not random_weights
+        # a registry name builds without any download; oracles are refused below, with their
+        # own reason
+        model = artifacts.load_model(name, random_weights=random_weights or untrained)
+        if untrained and not model.requires_references:
+            raise StemkitError(
+                f"{name!r} has no trained weights: it would separate with random ones and "
+                "give noise; load a bundled model (default) or a checkpoint file, or pass "
+                "random_weights=True to separate with random weights anyway (for testing)"
+            )
+        return cls(
+            model, name=name, device=device, segment=segment, overlap=overlap, shifts=shifts,
+            **settings,
+        )  # fmt: skip
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Names of the stems, in the model's order."""
+        return tuple(self.model.sources)
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model works at, in Hz (songs at other rates are resampled)."""
+        return int(self.model.sample_rate)
+
+    @property
+    def audio_channels(self) -> int:
+        """The channel count the model takes (mono is spread to it)."""
+        return int(self.model.audio_channels)
+
+    def separate(
+        self, audio: ArrayT, sample_rate: int, *, downmix: bool = False
+    ) -> dict[str, ArrayT]:
+        """Separate a signal held in memory.
+
+        Args:
+            audio: a numpy array or torch tensor, ``(time,)`` or ``(channels, time)``, float.
+            sample_rate: its rate in Hz; it is resampled to :attr:`sample_rate` and back.
+            downmix: average more channels than the model takes (e.g. 5.1) instead of
+                refusing them.
+
+        Returns:
+            stem name → signal of the same type, shape, dtype (and device) as ``audio``, in
+            the order of :attr:`sources`.
+
+        Raises:
+            StemkitError: a bad shape, rate or channel count, or a signal the model cannot
+                take (e.g. shorter than its STFT window).
+        """
+        import numpy as np
+        import torch
+
+        from stemkit.audio import match_channels, resample
+
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise StemkitError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
+        given: Any = audio  # numpy or torch: its dtype and device come back with the stems
+        is_numpy = isinstance(given, np.ndarray)
+        tensor = torch.from_numpy(np.ascontiguousarray(given)) if is_numpy else given
+        if not isinstance(tensor, torch.Tensor):
+            raise StemkitError(f"audio must be a numpy array or a torch tensor, not {type(audio)}")
+        shape = tuple(tensor.shape)
+        if tensor.ndim not in (1, 2) or shape[-1] == 0:
+            raise StemkitError(f"audio must be (time,) or (channels, time), got shape {shape}")
+        if tensor.ndim == 2 and shape[0] > shape[1]:
+            raise StemkitError(
+                f"audio must be (channels, time), got shape {shape}; if it is (time, channels), "
+                "as soundfile reads it, pass audio.T"
+            )
+        if not (tensor.is_floating_point()):
+            raise StemkitError(f"audio must hold floats in [-1, 1], got {tensor.dtype}")
+        signal = tensor.detach().to("cpu", torch.float32)
+        signal = signal[None] if signal.ndim == 1 else signal
+        nb_channels, nb_samples = signal.shape
+        try:
+            mixture = match_channels(signal, self.audio_channels, downmix=downmix)
+        except ValueError as error:
+            raise StemkitError(f"audio {shape}: {error}") from None
+        if not torch.isfinite(mixture).all():
+            raise StemkitError("audio holds NaN or infinite samples")
+        rate = int(sample_rate)
+        try:
+            stems = self._separate(resample(mixture, rate, self.sample_rate))
+        except ValueError as error:
+            raise StemkitError(
+                f"audio {shape} cannot be separated by {self.name}: {error}"
+            ) from None
+        result: dict[str, Any] = {}
+        for name, stem in zip(self.sources, stems, strict=True):
+            stem = _at_rate(stem, self.sample_rate, rate, nb_samples)
+            if stem.shape[0] != nb_channels:
+                # Back to the caller's channels: mono asked for mono, a downmix is copied out.
+                stem = stem.mean(dim=0, keepdim=True).expand(nb_channels, -1)
+            stem = stem.contiguous().reshape(shape)
+            if is_numpy:
+                result[name] = stem.numpy().astype(given.dtype, copy=False)
+            else:
+                result[name] = stem.to(device=given.device, dtype=given.dtype)
+        return result
+
+    def separate_file(
+        self,
+        path: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        format: str = "wav",
+        stems: Sequence[str] | None = None,
+        two_stems: str | None = None,
+        *,
+        force: bool = False,
+        downmix: bool = False,
+    ) -> list[Path]:
+        """Separate an audio file into the folder ``out_dir/<song>/``, as ``stemkit separate``.
+
+        The folder is written all or nothing with stemkit's marker file (see
+        :mod:`stemkit.outputs`): an existing folder is never replaced unless ``force`` and
+        stemkit wrote it.
+
+        Args:
+            path: any file soundfile or ffmpeg decodes.
+            out_dir: the output root, created if needed.
+            format: wav (16-bit), flac (16-bit), mp3 (320 kbit/s), ogg or opus.
+            stems: the stems to write (default: all).
+            two_stems: write this stem and ``no_<stem>``, the mixture minus it (karaoke).
+            force: replace a folder stemkit wrote before.
+            downmix: average songs with more channels than the model takes.
+
+        Returns:
+            The files written, in the order of the stems.
+
+        Raises:
+            StemkitError: a bad option or song name, an unreadable song, an output folder
+                that exists or cannot be written (:class:`~stemkit.outputs.OutputError`).
+        """
+        from stemkit import outputs
+
+        settings = StemFiles.of(format)
+        song = Path(path)
+        root = Path(out_dir)
+        name = outputs.folder_name(song)
+        outputs.prepare_root(root)
+        for leftover in outputs.clean_leftovers(root):
+            logger.warning("cleaned up %s, left by an interrupted run", leftover)
+        destination = outputs.destination(root, name)
+        outputs.check_destination(destination, force=force)
+        return self.separate_to_folder(
+            song,
+            destination,
+            output=settings,
+            stems=stems,
+            two_stems=two_stems,
+            force=force,
+            downmix=downmix,
+        )
+
+    def separate_to_folder(
+        self,
+        song: Path,
+        destination: Path,
+        *,
+        output: StemFiles | None = None,
+        stems: Sequence[str] | None = None,
+        two_stems: str | None = None,
+        force: bool = False,
+        downmix: bool = False,
+    ) -> list[Path]:
+        """Read ``song``, separate it and write its stems as the folder ``destination``.
+
+        The lower half of :meth:`separate_file`, for callers that name and check the
+        destination themselves (``destination`` from :func:`stemkit.outputs.destination`,
+        in a root prepared by :func:`stemkit.outputs.prepare_root`).
+
+        Raises:
+            AudioError: the song cannot be read or separated, or a stem cannot be encoded.
+            OutputError: the destination is taken or the file system refused a write.
+            StemkitError: unknown stems.
+        """
+        output = output or StemFiles()
+        selected = self.selection(stems, two_stems)
+        mixture, song_rate, song_frames = self._read(song, downmix)
+        try:
+            separated = self._separate(mixture)
+        except ValueError as error:
+            # The settings were checked when the separator was made, so the model refuses
+            # this song itself, e.g. one shorter than its STFT window.
+            raise AudioError(song, f"cannot be separated by {self.name}: {error}") from None
+        sources = list(self.sources)
+        if two_stems is not None:
+            stem = separated[sources.index(two_stems)]
+            signals = {selected[0]: stem, selected[1]: mixture - stem}
+        else:
+            signals = {name: separated[sources.index(name)] for name in selected}
+        rate = output.rate_for(song_rate, self.sample_rate)
+        frames = song_frames if rate == song_rate else None
+        written = {
+            f"{name}{output.extension}": _at_rate(signal, self.sample_rate, rate, frames)
+            for name, signal in signals.items()
+        }
+        info = {
+            "song": os.path.abspath(song),
+            "model": self.name,
+            "stems": selected,
+            "sample_rate": rate,
+        }
+        _write_folder(destination, written, rate, output=output, force=force, info=info)
+        return [destination / name for name in written]
+
+    def selection(self, stems: Sequence[str] | None, two_stems: str | None) -> list[str]:
+        """The stem names a folder gets: ``stems`` (default: all the model gives), or
+        ``[two_stems, "no_" + two_stems]``.
+
+        Raises:
+            StemkitError: both given, or a name the model does not give.
+        """
+        sources = list(self.sources)
+        if two_stems is not None:
+            if stems is not None:
+                raise StemkitError("stems and two_stems exclude each other; choose one")
+            if two_stems not in sources:
+                raise StemkitError(
+                    f"two_stems {two_stems!r}: this model gives {', '.join(sources)}"
+                )
+            return [two_stems, f"no_{two_stems}"]
+        if stems is None:
+            return sources
+        if isinstance(stems, str):
+            stems = [stems]
+        unknown = [name for name in stems if name not in sources]
+        if unknown or not stems:
+            raise StemkitError(
+                f"unknown stem(s) {', '.join(unknown) or '(none given)'}; "
+                f"this model gives {', '.join(sources)}"
+            )
+        return list(dict.fromkeys(stems))
+
+    def _read(self, song: Path, downmix: bool) -> tuple[Tensor, int, int]:
+        """The song at the model's rate and channels, with its own rate and length."""
+        from stemkit.audio import read_audio, resample
+
+        audio, rate = read_audio(song, channels=self.audio_channels, downmix=downmix)
+        frames = int(audio.shape[-1])
+        logger.debug("read %s: %d Hz, %d samples", song, rate, frames)
+        return resample(audio, rate, self.sample_rate), rate, frames
+
+    def _separate(self, mixture: Tensor) -> Tensor:
+        """``(channels, time)`` at the model's rate → ``(sources, channels, time)``."""
+        from stemkit.inference import separate
+
+        return separate(
+            self.model,
+            mixture,
+            segment=self.segment,
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            shifts=self.shifts,
+            device=self.device,
+            progress=self.progress,
+            generator=self.generator,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Separator({self.name!r}, sources={list(self.sources)}, "
+            f"sample_rate={self.sample_rate}, device={str(self.device)!r})"
+        )
+
+
+def _at_rate(signal: Tensor, rate: int, wanted: int, frames: int | None) -> Tensor:
+    """``signal`` resampled from ``rate`` to ``wanted`` Hz; at the song's own rate, cut or
+    padded to its ``frames`` (the round trip through the model's rate may differ by one)."""
+    import torch
+
+    from stemkit.audio import resample
+
+    if wanted == rate:
+        return signal
+    out = resample(signal, rate, wanted)
+    if frames is not None and out.shape[-1] != frames:
+        out = out[..., :frames]
+        if out.shape[-1] < frames:
+            out = torch.nn.functional.pad(out, (0, frames - out.shape[-1]))
+    return out
+
+
+def _write_folder(
+    destination: Path,
+    signals: Mapping[str, Tensor],
+    rate: int,
+    *,
+    output: StemFiles,
+    force: bool,
+    info: dict[str, Any],
+) -> None:
+    """Write ``signals`` (file name → ``(channels, time)``) as the stem folder ``destination``,
+    all or nothing (see :func:`stemkit.outputs.write_stem_folder`).
+
+    Raises:
+        OutputError: the destination is taken or the file system refused a write.
+        AudioError: a stem cannot be encoded.
+    """
+    from stemkit import audio, outputs
+
+    def write(folder: Path) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", audio.ClippingWarning)
+            for name, signal in signals.items():
+                audio.write_audio(
+                    folder / name,
+                    signal,
+                    rate,
+                    subtype=output.subtype,
+                    clip=output.clip,
+                    bitrate=output.bitrate,
+                )
+        for warning in caught:
+            # Name the file where the user will find it, not in the hidden partial folder.
+            logger.warning("%s", str(warning.message).replace(str(folder), str(destination)))
+
+    outputs.write_stem_folder(destination, write, force=force, info=info)
