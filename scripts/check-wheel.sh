@@ -6,13 +6,15 @@
 #   scripts/check-wheel.sh            # work in a temporary folder, removed afterwards
 #   WORK=/tmp/wheel-check KEEP=1 scripts/check-wheel.sh
 #
-# Needs the network (the package registry and the PyTorch CPU index). torch is pinned to its
+# Needs the package registry. torch is pinned to its
 # CPU build: an unpinned `pip install torch` on Linux pulls the CUDA wheels (gigabytes).
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+# e.g. https://download.pytorch.org/whl/cpu where the registry serves only CUDA builds; empty:
+# `pip install torch==X` as configured here (a local CPU wheel)
+TORCH_INDEX=${TORCH_INDEX:-}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/stemkit-wheel.XXXXXX")}
 KEEP=${KEEP:-0}
@@ -31,8 +33,8 @@ say "creating an empty venv"
 "$PYTHON" -m venv "$WORK/venv"
 bin="$WORK/venv/bin"
 "$bin/python" -m pip install -q --upgrade pip
-say "installing torch==$TORCH_VERSION (CPU) from $TORCH_INDEX"
-"$bin/python" -m pip install -q --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION"
+say "installing torch==$TORCH_VERSION (CPU)${TORCH_INDEX:+ from $TORCH_INDEX}"
+"$bin/python" -m pip install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==$TORCH_VERSION"
 say "installing $(basename "$wheel") and its core dependencies"
 "$bin/python" -m pip install -q "$wheel"
 
