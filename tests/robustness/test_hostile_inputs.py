@@ -132,54 +132,48 @@ def _hq_tree(root: Path, make_stems: Callable[..., np.ndarray], *, drop: str | N
     return root
 
 
-def test_evaluate_refuses_bad_datasets_clearly(
-    tmp_path: Path, make_stems: Callable[..., np.ndarray], capsys: pytest.CaptureFixture[str]
-) -> None:
+def _bad_roots(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Dataset folders a loader must refuse, with what the error must name."""
     empty = tmp_path / "empty"
     empty.mkdir()
     flat = tmp_path / "flat"
     flat.mkdir()
     sf.write(flat / "mixture.wav", np.zeros((RATE, 2), np.float32), RATE)
-    missing_stem = _hq_tree(tmp_path / "missing_stem", make_stems, drop="bass")
-    cases = {
+    return {
         "missing folder": (tmp_path / "nowhere", "nowhere"),
         "empty folder": (empty, "empty"),
         "wrong layout": (flat, "flat"),
-        "missing stem": (missing_stem, "bass"),
     }
+
+
+def _assert_one_clear_error(case: str, status: int, err: str, named: str) -> None:
+    assert status != 0, case
+    errors = [line for line in err.splitlines() if line.startswith("stemkit: error:")]
+    assert errors and named in errors[0], f"{case}: {err!r}"
+    assert "Traceback" not in err
+
+
+def test_evaluate_refuses_bad_datasets_clearly(
+    tmp_path: Path, make_stems: Callable[..., np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = _bad_roots(tmp_path)
+    cases["missing stem"] = (_hq_tree(tmp_path / "missing_stem", make_stems, drop="bass"), "bass")
     for case, (data, named) in cases.items():
         out = tmp_path / f"scores-{case.replace(' ', '_')}"
         status = main(["evaluate", "--model", "irm2", "--data", str(data), "-o", str(out)])
-        err = capsys.readouterr().err
-        assert status != 0, case
-        errors = [line for line in err.splitlines() if line.startswith("stemkit: error:")]
-        assert errors and named in errors[0], f"{case}: {err!r}"
-        assert "Traceback" not in err
+        _assert_one_clear_error(case, status, capsys.readouterr().err, named)
         assert not any(out.rglob("*.json")) if out.exists() else True, case
 
 
 def test_train_refuses_bad_datasets_clearly(
-    tmp_path: Path, make_stems: Callable[..., np.ndarray], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    sf.write(flat / "mixture.wav", np.zeros((RATE, 2), np.float32), RATE)
-    cases = {
-        "missing folder": (tmp_path / "nowhere", "nowhere"),
-        "empty folder": (empty, "empty"),
-        "wrong layout": (flat, "flat"),
-        "unknown format": (empty, "data.format"),
-    }
+    cases = _bad_roots(tmp_path)
+    cases["unknown format"] = (tmp_path / "empty", "data.format")
     for case, (data, named) in cases.items():
         run_dir = tmp_path / f"run-{case.replace(' ', '_')}"
         extra = ["data.format=musdb_wav"] if case == "unknown format" else []
         argv = ["train", "--data", str(data), "--run-dir", str(run_dir), "--quiet", *extra]
         status = main([*argv, "model.name=umx", "optim.epochs=1"])
-        err = capsys.readouterr().err
-        assert status != 0, case
-        errors = [line for line in err.splitlines() if line.startswith("stemkit: error:")]
-        assert errors and named in errors[0], f"{case}: {err!r}"
-        assert "Traceback" not in err
+        _assert_one_clear_error(case, status, capsys.readouterr().err, named)
         assert not any(run_dir.glob("*.pt")) if run_dir.exists() else True, case
