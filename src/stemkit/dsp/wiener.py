@@ -149,6 +149,12 @@ def expectation_maximization(
     return y, v, R
 
 
+def _block_scale(mix_stft: Tensor, scale_factor: float) -> Tensor:
+    """``max(1, max|x| / scale_factor)`` per item of a block ``(..., C, F, T)``, kept as
+    ``(..., 1, 1, 1)``: the EM runs on the block scaled down by it, for numerical range."""
+    return torch.clamp(mix_stft.abs().amax(dim=(-3, -2, -1), keepdim=True) / scale_factor, min=1)
+
+
 def wiener(
     spectrograms: Tensor,
     mix_stft: Tensor,
@@ -197,7 +203,7 @@ def wiener(
     blocks = []
     for start in range(0, nb_frames, block):
         x_b = mix_stft[..., start : start + block]
-        max_abs = torch.clamp(x_b.abs().amax(dim=(-3, -2, -1), keepdim=True) / scale_factor, min=1)
+        max_abs = _block_scale(x_b, scale_factor)
         scale = max_abs.unsqueeze(-4)
         y_b = y[..., start : start + block] / scale
         y_b, _, _ = expectation_maximization(y_b, x_b / max_abs, iterations, eps)
@@ -248,8 +254,8 @@ def wiener_block(
             scale_factor=scale_factor,
             win_len=None,
         )
-    # wiener's per-block scaling, per batch item
-    max_abs = torch.clamp(mix_stft.abs().amax(dim=(-3, -2, -1), keepdim=True) / scale_factor, min=1)
+    # wiener's per-block scaling, per batch item, shared by every group of bins
+    max_abs = _block_scale(mix_stft, scale_factor)
     scale = max_abs.unsqueeze(-4)
     out: Tensor | None = None
     for low in range(0, nb_bins, bins_per_step):
