@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -153,7 +153,10 @@ class Separator:
         device: ``"auto"`` (CUDA, then MPS, then the CPU), ``"cpu"``, ``"cuda:N"``, ``"mps"``
             or a :class:`torch.device`.
         segment: chunk length in seconds; None takes the model's ``default_segment``; 0
-            separates the whole song at once.
+            separates the whole song at once. When the model's default is the whole song,
+            files longer than :data:`stemkit.inference.files.WHOLE_SONG_LIMIT` (10 minutes)
+            are separated in segments of ``LONG_SONG_SEGMENT`` (2 minutes) instead, to keep
+            memory bounded; arrays given to :meth:`separate` always go through whole.
         overlap: overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5.
         shifts: shift trick: average this many predictions on randomly delayed copies.
         batch_size: chunks per model call.
@@ -180,6 +183,7 @@ class Separator:
         import torch
 
         from stemkit.inference import check_settings
+        from stemkit.inference.files import WHOLE_SONG_LIMIT
         from stemkit.runtime import resolve_device
 
         if model.requires_references:
@@ -196,6 +200,9 @@ class Separator:
         self.name = name
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.segment = chosen
+        # Files of a whole-song model (by default, not by asking for segment 0) longer than
+        # this are cut into long segments, so that memory stays bounded on any length.
+        self.whole_song_limit = WHOLE_SONG_LIMIT if segment is None else None
         self.overlap = overlap
         self.shifts = shifts
         self.batch_size = batch_size
@@ -411,35 +418,52 @@ class Separator:
             OutputError: the destination is taken or the file system refused a write.
             StemkitError: unknown stems.
         """
+        from stemkit.audio.blocks import BlockReader
+        from stemkit.inference.files import StemFile, stream_stems
+
         output = output or StemFiles()
         selected = self.selection(stems, two_stems)
-        mixture, song_rate, song_frames = self._read(song, downmix)
-        try:
-            separated = self._separate(mixture)
-        except ValueError as error:
-            # The settings were checked when the separator was made, so the model refuses
-            # this song itself, e.g. one shorter than its STFT window.
-            raise AudioError(song, f"cannot be separated by {self.name}: {error}") from None
-        sources = list(self.sources)
-        if two_stems is not None:
-            stem = separated[sources.index(two_stems)]
-            signals = {selected[0]: stem, selected[1]: mixture - stem}
-        else:
-            signals = {name: separated[sources.index(name)] for name in selected}
-        rate = output.rate_for(song_rate, self.sample_rate)
-        frames = song_frames if rate == song_rate else None
-        written = {
-            f"{name}{output.extension}": _at_rate(signal, self.sample_rate, rate, frames)
-            for name, signal in signals.items()
-        }
-        info = {
-            "song": os.path.abspath(song),
-            "model": self.name,
-            "stems": selected,
-            "sample_rate": rate,
-        }
-        _write_folder(destination, written, rate, output=output, force=force, info=info)
-        return [destination / name for name in written]
+        with BlockReader(song, channels=self.audio_channels, downmix=downmix) as reader:
+            song_rate = reader.sample_rate
+            logger.debug("reading %s: %d Hz, %d samples", song, song_rate, reader.frames)
+            rate = output.rate_for(song_rate, self.sample_rate)
+            sources = list(self.sources)
+            if two_stems is not None:
+                index = sources.index(two_stems)
+                targets = [(selected[0], index, False), (selected[1], index, True)]
+            else:
+                targets = [(name, sources.index(name), False) for name in selected]
+            names = [f"{name}{output.extension}" for name, _, _ in targets]
+            info = {
+                "song": os.path.abspath(song),
+                "model": self.name,
+                "stems": selected,
+                "sample_rate": rate,
+            }
+
+            def fill(folder: Path) -> None:
+                files = [
+                    StemFile(folder / name, index, complement)
+                    for name, (_, index, complement) in zip(names, targets, strict=True)
+                ]
+                try:
+                    stream_stems(
+                        reader,
+                        self._stream_separate(reader.frames / song_rate),
+                        files,
+                        model_rate=self.sample_rate,
+                        rate=rate,
+                        subtype=output.subtype,
+                        clip=output.clip,
+                        bitrate=output.bitrate,
+                    )
+                except ValueError as error:
+                    # The settings were checked when the separator was made, so the model
+                    # refuses this song itself, e.g. one shorter than its STFT window.
+                    raise AudioError(song, f"cannot be separated by {self.name}: {error}") from None
+
+            _write_folder(destination, fill, force=force, info=info)
+        return [destination / name for name in names]
 
     def selection(self, stems: Sequence[str] | None, two_stems: str | None) -> list[str]:
         """The stem names a folder gets: ``stems`` (default: all the model gives), or
@@ -469,14 +493,39 @@ class Separator:
             )
         return list(dict.fromkeys(stems))
 
-    def _read(self, song: Path, downmix: bool) -> tuple[Tensor, int, int]:
-        """The song at the model's rate and channels, with its own rate and length."""
-        from stemkit.audio import read_audio, resample
+    def _stream_separate(
+        self, seconds: float
+    ) -> Callable[[Iterable[Tensor], int | None], Iterator[Tensor]]:
+        """Block-wise separation of a song of about ``seconds`` (see
+        :func:`stemkit.inference.blockwise.separate_blocks`): the same settings as
+        :meth:`_separate`, except that a whole-song model cuts a song longer than
+        :attr:`whole_song_limit` into long segments
+        (:func:`stemkit.inference.files.file_segment`)."""
+        from stemkit.inference.blockwise import separate_blocks
+        from stemkit.inference.files import file_segment
 
-        audio, rate = read_audio(song, channels=self.audio_channels, downmix=downmix)
-        frames = int(audio.shape[-1])
-        logger.debug("read %s: %d Hz, %d samples", song, rate, frames)
-        return resample(audio, rate, self.sample_rate), rate, frames
+        segment = file_segment(self.segment, seconds, self.whole_song_limit)
+        if segment != self.segment:
+            logger.info(
+                "%s: %.0f s is longer than %g s; separating in segments of %g s to bound memory",
+                self.name, seconds, self.whole_song_limit, segment,
+            )  # fmt: skip
+
+        def run(blocks: Iterable[Tensor], total: int | None) -> Iterator[Tensor]:
+            return separate_blocks(
+                self.model,
+                blocks,
+                segment=segment,
+                overlap=self.overlap,
+                batch_size=self.batch_size,
+                shifts=self.shifts,
+                device=self.device,
+                progress=self.progress,
+                generator=self.generator,
+                total=total,
+            )
+
+        return run
 
     def _separate(self, mixture: Tensor) -> Tensor:
         """``(channels, time)`` at the model's rate → ``(sources, channels, time)``."""
@@ -520,15 +569,13 @@ def _at_rate(signal: Tensor, rate: int, wanted: int, frames: int | None) -> Tens
 
 def _write_folder(
     destination: Path,
-    signals: Mapping[str, Tensor],
-    rate: int,
+    fill: Callable[[Path], object],
     *,
-    output: StemFiles,
     force: bool,
     info: dict[str, Any],
 ) -> None:
-    """Write ``signals`` (file name → ``(channels, time)``) as the stem folder ``destination``,
-    all or nothing (see :func:`stemkit.outputs.write_stem_folder`).
+    """Write the stem folder ``destination`` all or nothing: ``fill`` writes the stem files
+    into the partial folder it is given (see :func:`stemkit.outputs.write_stem_folder`).
 
     Raises:
         OutputError: the destination is taken or the file system refused a write.
@@ -539,15 +586,7 @@ def _write_folder(
     def write(folder: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", audio.ClippingWarning)
-            for name, signal in signals.items():
-                audio.write_audio(
-                    folder / name,
-                    signal,
-                    rate,
-                    subtype=output.subtype,
-                    clip=output.clip,
-                    bitrate=output.bitrate,
-                )
+            fill(folder)
         for warning in caught:
             # Name the file where the user will find it, not in the hidden partial folder.
             logger.warning("%s", str(warning.message).replace(str(folder), str(destination)))

@@ -243,35 +243,8 @@ def write_audio(
             bad shape, a missing encoder, or the file system refused the write.
     """
     path = Path(path)
+    subtype = check_write_settings(path, sample_rate, subtype=subtype, clip=clip, bitrate=bitrate)
     extension = path.suffix.lower()
-    if extension not in WRITE_SUBTYPES:
-        raise AudioError(
-            path,
-            f"cannot write {extension or 'files without extension'}; "
-            f"use {', '.join(WRITE_SUBTYPES)}",
-        )
-    subtype = WRITE_SUBTYPES[extension][0] if subtype is None else subtype.upper()
-    if subtype not in WRITE_SUBTYPES[extension]:
-        raise AudioError(
-            path,
-            f"{extension} files are written as {' or '.join(WRITE_SUBTYPES[extension])}, "
-            f"not {subtype}" + ("; use .wav for FLOAT" if extension == ".flac" else ""),
-        )
-    if clip not in ("warn", "clamp", "rescale"):
-        raise ValueError(f"clip must be 'warn', 'clamp' or 'rescale', got {clip!r}")
-    rates = WRITE_RATES.get(subtype)
-    if rates is not None and int(sample_rate) not in rates:
-        raise AudioError(
-            path,
-            f"{extension} files store {', '.join(f'{r:g}' for r in rates)} Hz, not "
-            f"{sample_rate} Hz; resample first",
-        )
-    if bitrate is not None and (subtype != "MPEG_LAYER_III" or bitrate not in MP3_BITRATES):
-        raise AudioError(
-            path,
-            f"a bit rate of {bitrate} kbit/s cannot be written; mp3 takes "
-            f"{', '.join(map(str, MP3_BITRATES))}",
-        )
     if isinstance(audio, Tensor):
         data = audio.detach().to("cpu", torch.float32).numpy()
     else:
@@ -319,6 +292,52 @@ def write_audio(
             raise AudioError(path, f"could not be written ({error})") from error
         raise
     return path
+
+
+def check_write_settings(
+    path: Path,
+    sample_rate: int,
+    *,
+    subtype: str | None,
+    clip: str,
+    bitrate: int | None,
+) -> str:
+    """Validate the settings of :func:`write_audio` for ``path``; returns the subtype to use.
+
+    Raises:
+        AudioError: unsupported extension, subtype, rate or bit rate.
+        ValueError: an unknown ``clip``.
+    """
+    extension = path.suffix.lower()
+    if extension not in WRITE_SUBTYPES:
+        raise AudioError(
+            path,
+            f"cannot write {extension or 'files without extension'}; "
+            f"use {', '.join(WRITE_SUBTYPES)}",
+        )
+    subtype = WRITE_SUBTYPES[extension][0] if subtype is None else subtype.upper()
+    if subtype not in WRITE_SUBTYPES[extension]:
+        raise AudioError(
+            path,
+            f"{extension} files are written as {' or '.join(WRITE_SUBTYPES[extension])}, "
+            f"not {subtype}" + ("; use .wav for FLOAT" if extension == ".flac" else ""),
+        )
+    if clip not in ("warn", "clamp", "rescale"):
+        raise ValueError(f"clip must be 'warn', 'clamp' or 'rescale', got {clip!r}")
+    rates = WRITE_RATES.get(subtype)
+    if rates is not None and int(sample_rate) not in rates:
+        raise AudioError(
+            path,
+            f"{extension} files store {', '.join(f'{r:g}' for r in rates)} Hz, not "
+            f"{sample_rate} Hz; resample first",
+        )
+    if bitrate is not None and (subtype != "MPEG_LAYER_III" or bitrate not in MP3_BITRATES):
+        raise AudioError(
+            path,
+            f"a bit rate of {bitrate} kbit/s cannot be written; mp3 takes "
+            f"{', '.join(map(str, MP3_BITRATES))}",
+        )
+    return subtype
 
 
 def _sndfile_writes_mp3() -> bool:

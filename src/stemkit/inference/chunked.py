@@ -244,14 +244,20 @@ def _run_batches(
     """Yield ``(index of the first chunk, predictions (batch, sources, channels, segment))``."""
     for first in range(0, nb_chunks, batch_size):
         batch = torch.stack([cut(i) for i in range(first, min(first + batch_size, nb_chunks))])
-        with torch.inference_mode():
-            predictions = model(batch.to(device))
-        expected = (batch.shape[0], batch.shape[1], batch.shape[2])
-        got = tuple(predictions.shape)
-        if len(got) != 4 or (got[0], got[2], got[3]) != expected:
-            raise ValueError(
-                "the model must map (batch, channels, time) = "
-                f"{tuple(batch.shape)} to (batch, sources, channels, time), got "
-                f"{got}"
-            )
-        yield first, predictions.to("cpu", batch.dtype)
+        yield first, predict(model, batch, device)
+
+
+def predict(model: nn.Module, batch: Tensor, device: str | torch.device) -> Tensor:
+    """``model`` on ``batch`` ``(batch, channels, segment)``: ``(batch, sources, channels,
+    segment)`` on the CPU in the batch's dtype, its shape checked."""
+    with torch.inference_mode():
+        predictions = model(batch.to(device))
+    expected = (batch.shape[0], batch.shape[1], batch.shape[2])
+    got = tuple(predictions.shape)
+    if len(got) != 4 or (got[0], got[2], got[3]) != expected:
+        raise ValueError(
+            "the model must map (batch, channels, time) = "
+            f"{tuple(batch.shape)} to (batch, sources, channels, time), got "
+            f"{got}"
+        )
+    return predictions.to("cpu", batch.dtype)
