@@ -425,7 +425,7 @@ class Separator:
         selected = self.selection(stems, two_stems)
         with BlockReader(song, channels=self.audio_channels, downmix=downmix) as reader:
             song_rate = reader.sample_rate
-            logger.debug("reading %s: %d Hz, %d samples", song, song_rate, reader.frames)
+            logger.debug("read %s: %d Hz, %d samples", song, song_rate, reader.frames)
             rate = output.rate_for(song_rate, self.sample_rate)
             sources = list(self.sources)
             if two_stems is not None:

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import stemkit.audio
 from stemkit import models
 from stemkit.artifacts.checkpoint import save_checkpoint
+from stemkit.audio.blocks import BlockWriter
 from stemkit.cli import main as cli
 from stemkit.outputs import MARKER
 
@@ -137,16 +137,17 @@ def test_existing_output_needs_force(tmp_path: Path, song: Path, checkpoint: Pat
 def test_interrupted_run_leaves_no_folder(
     tmp_path: Path, song: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = stemkit.audio.write_audio
+    real_close = BlockWriter.close
     calls: list[Path] = []
 
-    def write_then_interrupt(path: Path, *args: object, **kwargs: object) -> Path:
-        calls.append(path)
+    def close_then_interrupt(self: BlockWriter) -> Path:
+        # the first stem file is complete in the partial folder when the second is interrupted
+        calls.append(self.path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_write(path, *args, **kwargs)  # type: ignore[arg-type]
+        return real_close(self)
 
-    monkeypatch.setattr(stemkit.audio, "write_audio", write_then_interrupt)
+    monkeypatch.setattr(BlockWriter, "close", close_then_interrupt)
     out = tmp_path / "out"
     status = cli.main(["separate", str(song), "-o", str(out), "--model", str(checkpoint), "-q"])
     assert status == 130

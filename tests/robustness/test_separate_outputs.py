@@ -26,7 +26,7 @@ import pytest
 import soundfile as sf
 
 import stemkit.artifacts
-import stemkit.audio
+from stemkit.audio.blocks import BlockWriter
 from stemkit.cli import main as cli
 from stemkit.outputs import MARKER
 
@@ -183,35 +183,34 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 
-import stemkit.audio
-import stemkit.inference
+import stemkit.outputs
+from stemkit.audio.blocks import BlockWriter
 
 mode, flag, other = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-real_separate, real_write = stemkit.inference.separate, stemkit.audio.write_audio
+real_folder, real_close = stemkit.outputs.write_stem_folder, BlockWriter.close
 
 
-def separate_then_meet(*args, **kwargs):
+def meet_then_write(*args, **kwargs):
     # Both runs have passed their start-up checks; meet before either writes.
-    stems = real_separate(*args, **kwargs)
     flag.touch()
     deadline = time.monotonic() + 120
     while not other.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    return stems
+    return real_folder(*args, **kwargs)
 
 
-def write_then_hang(path, *args, **kwargs):
+def close_then_hang(self):
     # One stem is written into the partial folder; then wait to be killed.
-    written = real_write(path, *args, **kwargs)
+    written = real_close(self)
     flag.touch()
     time.sleep(600)
     return written
 
 
 if mode == "meet":
-    stemkit.inference.separate = separate_then_meet
+    stemkit.outputs.write_stem_folder = meet_then_write
 else:
-    stemkit.audio.write_audio = write_then_hang
+    BlockWriter.close = close_then_hang
 
 from stemkit.cli.main import main
 
@@ -436,21 +435,23 @@ def test_long_song_name_is_written(tmp_path: Path, make_song: Callable[..., Path
 
 @pytest.fixture
 def failing_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, set[int]], None]:
-    """Makes the calls number ``calls`` of the audio writer raise ``OSError(code)`` (raw, as
-    any file-system call may), after creating a half-written file."""
+    """Makes the stem files number ``calls`` (counted over the run) raise ``OSError(code)``
+    on their first block (raw, as any file-system call may), after creating a half-written
+    file."""
 
     def fail(code: int, calls: set[int]) -> None:
-        real = stemkit.audio.write_audio
-        count = [0]
+        real = BlockWriter.write
+        seen: list[Path] = []
 
-        def write(path: Path, *args: Any, **kwargs: Any) -> Path:
-            count[0] += 1
-            if count[0] in calls:
-                Path(path).write_bytes(b"RIFF")
-                raise OSError(code, os.strerror(code), str(path))
-            return real(path, *args, **kwargs)
+        def write(self: BlockWriter, block: Any) -> None:
+            if self.path not in seen:
+                seen.append(self.path)
+                if len(seen) in calls:
+                    self.path.write_bytes(b"RIFF")
+                    raise OSError(code, os.strerror(code), str(self.path))
+            real(self, block)
 
-        monkeypatch.setattr(stemkit.audio, "write_audio", write)
+        monkeypatch.setattr(BlockWriter, "write", write)
 
     return fail
 
@@ -484,12 +485,11 @@ def test_disk_full_in_the_encoder_is_reported_as_such(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The real writer (temporary file, encoder) underneath; the disk fills during the encode.
-    def full(path: str, *args: Any, **kwargs: Any) -> None:
-        Path(path).write_bytes(b"RIFF")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    def full(self: sf.SoundFile, data: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
 
     song = make_song(tmp_path / "song.wav")
-    monkeypatch.setattr(stemkit.audio.io.sf, "write", full)
+    monkeypatch.setattr(sf.SoundFile, "write", full)
     out = tmp_path / "out"
     before = snapshot(tmp_path, skip=(out,))
     assert separate(song, "-o", out) == 1
