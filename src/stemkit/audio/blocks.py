@@ -386,8 +386,12 @@ class BlockWriter:
             raise AudioError(
                 self.path, f"expected blocks ({self.channels}, time), got {data.shape}"
             )
-        if data.shape[1] == 0:
-            return
+        # A piece at a time, so that the temporaries (checks, clamping, the interleaved copy)
+        # stay small whatever the size of the block.
+        for start in range(0, data.shape[1], BLOCK_FRAMES):
+            self._write(data[:, start : start + BLOCK_FRAMES])
+
+    def _write(self, data: np.ndarray) -> None:
         if not np.isfinite(data).all():
             raise AudioError(self.path, "refusing to write NaN or infinite samples")
         if self.subtype != "FLOAT":

@@ -24,6 +24,7 @@ until the stream ends, as in memory.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -32,7 +33,12 @@ from torch import Tensor
 from stemkit.inference.chunked import _draw_delays, _nb_chunks, _place, check_settings, predict
 from stemkit.models.base import SeparationModel
 
-__all__ = ["separate_blocks"]
+__all__ = ["PIECE_FRAMES", "separate_blocks"]
+
+#: Most samples per yielded piece of stems. A chunk makes up to a segment of output final at
+#: once (the whole last chunk); handing it on in pieces keeps what the caller derives from each
+#: (resampled, encoded copies) small and the same for every song length.
+PIECE_FRAMES = 65536
 
 
 def separate_blocks(
@@ -130,7 +136,8 @@ def _merge(passes: list[_Pass]) -> Iterator[Tensor]:
     for index, estimate in enumerate(estimates[1:], start=2):
         # the running mean of separate(): lerp keeps equal predictions exact
         result = torch.lerp(result, estimate, 1.0 / index)
-    yield result
+    for start in range(0, count, PIECE_FRAMES):
+        yield result[..., start : start + PIECE_FRAMES]
 
 
 class _Pass:
@@ -154,7 +161,9 @@ class _Pass:
         self.overlap = overlap_length
         self.hop = None if segment_length is None else segment_length - overlap_length
         self.batch_size = batch_size
-        self.buffer: Tensor | None = None  # virtual samples from buffer_start on
+        # the input from virtual sample buffer_start on, as the blocks came (joining them
+        # into one growing tensor would reallocate a segment's worth for every block)
+        self.buffer: deque[Tensor] = deque()
         self.buffer_start = 0
         self.received = delay  # virtual samples so far
         self.ended = False
@@ -169,9 +178,9 @@ class _Pass:
         self.ready_frames = 0
 
     def push(self, block: Tensor) -> None:
-        if self.buffer is None:
-            self.buffer = block.new_zeros((block.shape[0], self.delay))
-        self.buffer = torch.cat([self.buffer, block], dim=-1)
+        if self.received == self.delay and self.delay:
+            self.buffer.append(block.new_zeros((block.shape[0], self.delay)))
+        self.buffer.append(block)
         self.received += block.shape[-1]
         self._advance()
 
@@ -192,8 +201,28 @@ class _Pass:
             self.ready.append(samples)
             self.ready_frames += samples.shape[-1]
 
+    def _cut(self, batch: Tensor, index: int, begin: int) -> None:
+        """Copy virtual samples ``[begin, begin + segment)`` into ``batch[index]``."""
+        position, filled = self.buffer_start, 0
+        length = batch.shape[-1]
+        for block in self.buffer:
+            end = position + block.shape[-1]
+            if end > begin + filled:
+                lo = begin + filled - position
+                take = min(block.shape[-1] - lo, length - filled)
+                batch[index, :, filled : filled + take] = block[:, lo : lo + take]
+                filled += take
+                if filled == length:
+                    return
+            position = end
+        raise AssertionError(f"chunk at {begin} runs past the buffer")  # pragma: no cover
+
+    def _drop_before(self, keep: int) -> None:
+        """Forget the blocks that end at or before virtual sample ``keep``."""
+        while self.buffer and self.buffer_start + self.buffer[0].shape[-1] <= keep:
+            self.buffer_start += self.buffer.popleft().shape[-1]
+
     def _advance(self) -> None:
-        assert self.buffer is not None
         if self.done:
             return
         segment = self.segment
@@ -201,9 +230,10 @@ class _Pass:
             # Perhaps a single chunk: the whole (delayed) signal at its own length.
             if not self.ended:
                 return
-            prediction = self.run(self.buffer.contiguous()[None])[0]
-            self._emit(prediction[..., self.delay :])
-            self.buffer = None
+            whole = torch.cat(list(self.buffer), dim=-1)
+            self.buffer.clear()
+            prediction = self.run(whole[None])[0]
+            self._emit(prediction[..., self.delay :].clone())
             self.done = True
             return
         assert self.hop is not None
@@ -215,7 +245,7 @@ class _Pass:
                 nb_chunks = _nb_chunks(self.received, segment, self.overlap)
                 if first >= nb_chunks:
                     self.done = True
-                    self.buffer = None
+                    self.buffer.clear()
                     return
                 count = min(self.batch_size, nb_chunks - first)
                 last_start = self.received - segment
@@ -226,12 +256,12 @@ class _Pass:
                     return
                 count = self.batch_size
                 nb_chunks = None
-            chunks = []
-            for index in range(first, first + count):
+            block = self.buffer[0]
+            batch = block.new_empty((count, block.shape[0], segment))
+            for offset, index in enumerate(range(first, first + count)):
                 begin = index * hop if last_start is None else min(index * hop, last_start)
-                lo = begin - self.buffer_start
-                chunks.append(self.buffer[:, lo : lo + segment])
-            predictions = self.run(torch.stack(chunks))
+                self._cut(batch, offset, begin)
+            predictions = self.run(batch)
             for offset, prediction in enumerate(predictions):
                 index = first + offset
                 is_last = nb_chunks is not None and index == nb_chunks - 1
@@ -239,10 +269,7 @@ class _Pass:
             self.next_chunk = first + count
             # The next chunk starts at or after the regular start of the one before it (the
             # moved last chunk starts after it, since that one is not the last).
-            keep = max(0, (self.next_chunk - 1) * hop)
-            if keep > self.buffer_start:
-                self.buffer = self.buffer[:, keep - self.buffer_start :]
-                self.buffer_start = keep
+            self._drop_before(max(0, (self.next_chunk - 1) * hop))
 
     def _place(self, index: int, prediction: Tensor, last_start: int | None, is_last: bool) -> None:
         """Place chunk ``index`` as ``_one_pass`` does, then give out what became final."""
