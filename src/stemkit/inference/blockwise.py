@@ -230,10 +230,11 @@ class _Pass:
             # Perhaps a single chunk: the whole (delayed) signal at its own length.
             if not self.ended:
                 return
-            whole = torch.cat(list(self.buffer), dim=-1)
+            whole = torch.cat(list(self.buffer), dim=-1)[None]
             self.buffer.clear()
-            prediction = self.run(whole[None])[0]
-            self._emit(prediction[..., self.delay :].clone())
+            prediction = self.run(whole)[0]
+            del whole
+            self._emit(prediction[..., self.delay :])
             self.done = True
             return
         assert self.hop is not None
