@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/long_song.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from stemkit.audio import read_audio, resample, write_audio
 from stemkit.errors import AudioError
 from stemkit.inference import separate
 from stemkit.models import build
+from stemkit.models.base import SeparationModel
 from stemkit.outputs import OutputError
 
 # the in-memory reference warns of the clipping the streamed files report through logging
@@ -34,7 +35,7 @@ MODEL_RATE = 8000
 SONG_RATE = 11025
 
 
-def tiny_umx(**options: Any) -> torch.nn.Module:
+def tiny_umx(**options: Any) -> SeparationModel:
     torch.manual_seed(0)
     model = build(
         "umx",

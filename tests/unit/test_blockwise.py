@@ -3,7 +3,8 @@
 - :func:`stemkit.inference.blockwise.separate_blocks` against
   :func:`stemkit.inference.separate` on the whole mixture: the identity model (which must give
   its input back exactly) and a small random-weight bidirectional Open-Unmix with Wiener EM
-  (whose output near the end depends on where the last chunk starts), over lengths around the
+  (whose output near the end depends on where the last chunk starts) and a small Demucs v1
+  (waveform, bidirectional LSTM), over lengths around the
   chunk grid (the last-chunk rule: it ends with the song), batch sizes, overlaps, shifts,
   whole-song segments and blocks of ragged sizes.
 - :class:`stemkit.audio.blocks.BlockResampler` against :func:`stemkit.audio.resample`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from stemkit.errors import AudioError
 from stemkit.inference import separate
 from stemkit.inference.blockwise import separate_blocks
 from stemkit.models import build
+from stemkit.models.base import SeparationModel
 
 RATE = 8000
 
@@ -43,7 +46,7 @@ def ragged(signal: torch.Tensor, seed: int) -> Iterator[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def tiny_umx() -> torch.nn.Module:
+def tiny_umx() -> SeparationModel:
     torch.manual_seed(0)
     return build(
         "umx",
@@ -56,6 +59,12 @@ def tiny_umx() -> torch.nn.Module:
         bandwidth=3000,
         niter=1,
     ).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_demucs() -> SeparationModel:
+    torch.manual_seed(0)
+    return build("demucs", sources=("vocals", "drums"), sample_rate=RATE, channels=4, depth=3)
 
 
 SETTINGS = [
@@ -71,13 +80,18 @@ LENGTHS = [300, 8000, 8001, 20000, 20001]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(map(str, s.values())))
-@pytest.mark.parametrize("model_name", ["identity", "umx"])
+@pytest.mark.parametrize("model_name", ["identity", "umx", "demucs"])
 def test_streamed_stems_equal_whole_song_separation(
-    model_name: str, settings: dict[str, float], tiny_umx: torch.nn.Module
+    model_name: str,
+    settings: dict[str, Any],
+    tiny_umx: SeparationModel,
+    tiny_demucs: SeparationModel,
 ) -> None:
-    model = build("identity", sources=("a", "b"), sample_rate=RATE)
-    if model_name == "umx":
-        model = tiny_umx
+    model = {
+        "identity": build("identity", sources=("a", "b"), sample_rate=RATE),
+        "umx": tiny_umx,
+        "demucs": tiny_demucs,
+    }[model_name]
     for length in LENGTHS:
         mixture = 0.3 * torch.randn(2, length, generator=torch.Generator().manual_seed(length))
         expected = separate(model, mixture, generator=torch.Generator().manual_seed(1), **settings)
@@ -91,7 +105,7 @@ def test_streamed_stems_equal_whole_song_separation(
             assert torch.equal(got, mixture.expand(2, -1, -1))
 
 
-def test_output_follows_the_input(tiny_umx: torch.nn.Module) -> None:
+def test_output_follows_the_input(tiny_umx: SeparationModel) -> None:
     # Stems come out while the song goes in: after n input samples, at least
     # n - (segment + (batch - 1) · hop) - block of them are final.
     segment, hop, block = RATE, 6000, 1000
@@ -112,7 +126,7 @@ def test_output_follows_the_input(tiny_umx: torch.nn.Module) -> None:
     assert given == mixture.shape[-1]
 
 
-def test_bad_blocks_are_refused(tiny_umx: torch.nn.Module) -> None:
+def test_bad_blocks_are_refused(tiny_umx: SeparationModel) -> None:
     with pytest.raises(ValueError, match="channel"):
         list(separate_blocks(tiny_umx, [torch.zeros(1, 100)], segment=1.0))
     with pytest.raises(ValueError, match="no samples"):

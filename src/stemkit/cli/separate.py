@@ -37,7 +37,9 @@ default) takes CUDA, then MPS, then the CPU. The command guarantees, whatever ha
   (bad options, bad output folder) exit with status 2 before any separation.
 
 The rules live in :mod:`stemkit.outputs`, shared with the web service; the work on each song
-(read → separate → write) is :meth:`stemkit.api.Separator.separate_to_folder`, the Python API.
+(read → separate → write, streamed in blocks so that memory does not grow with the song: see
+:mod:`stemkit.inference.files`) is :meth:`stemkit.api.Separator.separate_to_folder`, the Python
+API.
 Status lines go to stderr through :mod:`logging` (:mod:`stemkit.cli.logs`): ``-q`` keeps
 warnings and errors, ``-v`` adds debug lines.
 """
@@ -106,7 +108,8 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="S",
         help="chunk length in seconds (default: the model's own, e.g. the whole song for "
-        "Open-Unmix, 15 s for waveform and band-split models; 0 = the whole song at once)",
+        "Open-Unmix (2-minute chunks past 10 minutes), 15 s for waveform and band-split "
+        "models; 0 = the whole song at once, at any length)",
     )
     parser.add_argument(
         "--overlap",
