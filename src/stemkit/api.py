@@ -460,9 +460,19 @@ class Separator:
                 except ValueError as error:
                     # The settings were checked when the separator was made, so the model
                     # refuses this song itself, e.g. one shorter than its STFT window.
-                    raise AudioError(song, f"cannot be separated by {self.name}: {error}") from None
+                    failure = AudioError(song, f"cannot be separated by {self.name}: {error}")
+                    raise _SongFailed(failure) from None
+                except AudioError as error:
+                    if error.path != str(reader.path):
+                        raise  # a stem file: the folder writer names it under the destination
+                    raise _SongFailed(error) from error
 
-            _write_folder(destination, fill, force=force, info=info)
+            try:
+                _write_folder(destination, fill, force=force, info=info)
+            except _SongFailed as failed:
+                # Decoding failed half-way (the partial folder is gone): the song's own error,
+                # not one of the folder's.
+                raise failed.error from failed.error.__cause__
         return [destination / name for name in names]
 
     def selection(self, stems: Sequence[str] | None, two_stems: str | None) -> list[str]:
@@ -548,6 +558,15 @@ class Separator:
             f"Separator({self.name!r}, sources={list(self.sources)}, "
             f"sample_rate={self.sample_rate}, device={str(self.device)!r})"
         )
+
+
+class _SongFailed(Exception):
+    """Carries an error of the song (not of its stem files) out of the stem-folder writer,
+    which would otherwise name it under the destination."""
+
+    def __init__(self, error: AudioError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _at_rate(signal: Tensor, rate: int, wanted: int, frames: int | None) -> Tensor:

@@ -216,6 +216,12 @@ def test_corrupt_block_half_way_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match=r"NaN or infinite samples \(first at sample 176400\)"):
         separator.separate_file(song, out)
     assert list(out.iterdir()) == []
+    # a song inside the output root is still named as itself, not as its stem folder
+    inside = song.rename(out / "song.wav")
+    with pytest.raises(AudioError) as caught:
+        separator.separate_file(inside, out)
+    assert caught.value.path == str(inside) and "NaN" in caught.value.reason
+    assert list(out.iterdir()) == [inside]
 
 
 def test_full_disk_half_way_leaves_no_folder(
