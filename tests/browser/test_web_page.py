@@ -83,7 +83,9 @@ def page(server: str) -> Iterator[object]:
             headless=True,
             args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"],
         )
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1280, "height": 900}
+        )
         page = context.new_page()
         page.set_default_timeout(30_000)
         page.goto(server)

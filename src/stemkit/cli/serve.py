@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         from stemkit.web import WebConfig, create_app
     except ImportError as error:
         raise StemkitError(
-            f"the web app needs the web extra ({error.name} is missing): "
-            "pip install 'stemkit[web]'"
+            f"the web app needs the web extra ({error.name} is missing): pip install 'stemkit[web]'"
         ) from None
     from stemkit.runtime import resolve_device
 

@@ -297,7 +297,7 @@ def create_app(config: WebConfig) -> FastAPI:
         assert job.stems is not None
         song = store.song(job.song_id)
         base = sanitize(f"{Path(song.name).stem if song else 'song'} - {job.model}")
-        buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115
+        buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
             for file in job.stems.values():
                 archive.write(data.stems_dir(job.id) / file, f"{base}/{file}")

@@ -82,9 +82,7 @@ def generate_song(folder: Path, seconds: float, seed: int) -> tuple[str, dict[st
     return "song.wav", references, int(mixture.shape[-1])
 
 
-def score_stems(
-    references: dict[str, Path], estimates: dict[str, Path]
-) -> dict[str, float | None]:
+def score_stems(references: dict[str, Path], estimates: dict[str, Path]) -> dict[str, float | None]:
     """uSDR in dB of each estimated stem against its true stem.
 
     A ``no_<stem>`` estimate (two-stem jobs) is scored against the sum of the other true stems;

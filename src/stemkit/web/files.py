@@ -161,7 +161,8 @@ def sanitize(filename: str, *, fallback: str = "song") -> str:
     """
     name = re.split(r"[\\/]", filename)[-1]
     name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    name = re.sub(r"[^A-Za-z0-9 ._()\-]+", "_", name).strip(" .")
+    name = re.sub(r"[^A-Za-z0-9 ._()\-]+", "_", name)
+    name = re.sub(r"\s+", " ", name).strip(" .")
     stem, dot, ext = name.rpartition(".")
     if dot and len(ext) <= 10:
         name = f"{stem[:90].strip(' .')}.{ext}"
