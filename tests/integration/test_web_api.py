@@ -284,3 +284,75 @@ def test_many_queued_jobs_all_finish(data: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert len(os.listdir(data / "jobs")) == 8
+
+
+def test_serve_killed_mid_job_and_restarted_never_lists_half_written_stems(
+    tmp_path: Path,
+) -> None:
+    """The real thing: `stemkit serve` in a subprocess, SIGKILLed while separating, restarted.
+
+    Wherever the kill lands, the job ends done with every stem, or failed with none.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "stemkit", "serve", "--port", str(port),
+               "--data", str(tmp_path / "data")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/api/health", headers={"Host": "127.0.0.1"})
+                return server
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+
+    server = start()
+    try:
+        song = httpx.post(
+            f"{url}/api/songs", files={"file": ("long.wav", wav_bytes(10.0), "audio/wav")}
+        ).json()
+        # 1 s chunks and two shift passes: about fifty progress steps to land the kill in
+        job = httpx.post(
+            f"{url}/api/jobs",
+            json={"song_id": song["id"], "model": "default", "segment": 1, "shifts": 2},
+        ).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/api/jobs/{job['id']}").json()["stage"] in ("queued", "loading"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        server = start()
+        deadline = time.monotonic() + 120
+        while (state := httpx.get(f"{url}/api/jobs/{job['id']}").json())["status"] not in (
+            "done",
+            "failed",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait(10)
+    folder = tmp_path / "data" / "jobs" / job["id"]
+    leftovers = [p.name for p in folder.iterdir() if p.name != "stems"]
+    assert leftovers == []
+    if state["status"] == "done":
+        assert state["attempts"] == 2
+        files = sorted(p.name for p in (folder / "stems").iterdir())
+        assert files == sorted([outputs.MARKER, *(f"{s}.wav" for s in state["stems"])])
+        assert len(state["stems"]) == 4
+    else:
+        assert state["stems"] == [] and not (folder / "stems").exists()
