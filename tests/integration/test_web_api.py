@@ -143,8 +143,11 @@ def test_generated_song_is_scored(client: TestClient) -> None:
     assert song["references"] == ["bass", "drums", "other", "vocals"]
     created = client.post("/api/jobs", json={"song_id": song["id"], "model": "identity"})
     identity = wait(client, created.json()["id"])
-    scores = client.get(f"/api/jobs/{identity['id']}/scores").json()["scores"]
-    assert scores == {"mixture": None}
+    result = client.get(f"/api/jobs/{identity['id']}/scores").json()
+    assert result["scores"] == {"mixture": None}
+    # the mixture as the estimate of each stem
+    assert set(result["baseline"]) == {"vocals", "drums", "bass", "other"}
+    assert all(np.isfinite(value) for value in result["baseline"].values())
     default = client.post(
         "/api/jobs", json={"song_id": song["id"], "model": "default", "two_stems": "vocals"}
     ).json()

@@ -333,7 +333,7 @@ def create_app(config: WebConfig) -> FastAPI:
         summary="uSDR of each stem against the true stems (generated songs only)",
     )
     def job_scores(job_id: str) -> dict[str, Any]:
-        from stemkit.web.evaluate import score_stems
+        from stemkit.web.evaluate import baseline_scores, score_stems
 
         job = _done(store, job_id)
         assert job.stems is not None
@@ -345,7 +345,15 @@ def create_app(config: WebConfig) -> FastAPI:
             {name: folder / file for name, file in song.references.items()},
             {name: data.stems_dir(job.id) / file for name, file in job.stems.items()},
         )
-        return {"metric": "uSDR (dB, one SDR per stem over the song)", "scores": scores}
+        baseline = baseline_scores(
+            {name: folder / file for name, file in song.references.items()},
+            data.song_dir(song.id) / song.file,
+        )
+        return {
+            "metric": "uSDR (dB, one SDR per stem over the song)",
+            "scores": scores,
+            "baseline": baseline,
+        }
 
     @app.delete("/api/jobs/{job_id}", summary="Delete a job and its stems")
     def delete_job(job_id: str) -> dict[str, Any]:

@@ -106,3 +106,9 @@ def score_stems(references: dict[str, Path], estimates: dict[str, Path]) -> dict
         value = usdr(target[None, :, :frames], estimate[None, :, :frames])[0]
         scores[name] = round(float(value), 2)
     return scores
+
+
+def baseline_scores(references: dict[str, Path], mixture: Path) -> dict[str, float | None]:
+    """uSDR in dB of the mixture itself as the estimate of each true stem: the score a model
+    must beat (the baseline every table of the field shows)."""
+    return score_stems(references, dict.fromkeys(references, mixture))

@@ -209,18 +209,32 @@ async function openPlayer(jobIds) {
   $("zip").href = `/api/jobs/${jobIds[0]}/zip`;
   const table = $("stems");
   table.innerHTML = "";
-  const scores = await Promise.all(jobs.map((j) => song.references
-    ? api(`/api/jobs/${j.id}/scores`).then((s) => s.scores).catch(() => ({})) : Promise.resolve({})));
-  $("scores-note").textContent = song.references ? "scores: uSDR in dB against the true stems (higher is better)" : "";
+  const results = await Promise.all(jobs.map((j) => song.references
+    ? api(`/api/jobs/${j.id}/scores`).catch(() => ({})) : Promise.resolve({})));
+  const scores = results.map((r) => r.scores || {});
+  const baseline = results[0].baseline || {};
+  $("scores-note").textContent = song.references
+    ? "scores: uSDR in dB against the true stems (higher is better); mix: the mixture itself as the estimate, the score to beat" : "";
   const stems = [...new Set(jobs.flatMap((j) => j.stems))];
   for (const stem of stems) {
     const row = table.insertRow();
     row.dataset.stem = stem;
     row.insertCell().outerHTML = `<td class="stem">${stem}</td>`;
     const wave = row.insertCell();
+    wave.className = "wave";
     const canvas = document.createElement("canvas");
     canvas.width = 800; canvas.height = 48;
-    wave.append(canvas);
+    const playhead = document.createElement("div");
+    playhead.className = "playhead";
+    wave.append(canvas, playhead);
+    // a click on a waveform moves every stem there
+    canvas.onclick = (e) => {
+      const master = player.elements[0];
+      if (!master?.duration) return;
+      const t = (e.offsetX / canvas.clientWidth) * master.duration;
+      for (const audio of player.elements) audio.currentTime = t;
+      tick();
+    };
     const controls = row.insertCell();
     controls.innerHTML = `<button class="solo" title="solo">S</button> <button class="mute" title="mute">M</button>
       <input class="volume" type="range" min="0" max="1" step="0.01" value="1" title="volume">`;
@@ -230,7 +244,8 @@ async function openPlayer(jobIds) {
       const value = scores[i]?.[stem];
       const label = jobs.length > 1 ? `<span class="group">${"AB"[i]}</span> ` : "";
       return value === undefined || value === null ? "" : `${label}${value.toFixed(2)} dB`;
-    }).filter(Boolean).join("<br>");
+    }).concat(baseline[stem] === undefined || baseline[stem] === null ? []
+      : [`<span class="group">mix</span> ${baseline[stem].toFixed(2)} dB`]).filter(Boolean).join("<br>");
     const links = row.insertCell();
     links.innerHTML = jobs.filter((j) => j.stems.includes(stem)).map((j, i) =>
       `<a href="/api/jobs/${j.id}/stems/${encodeURIComponent(stem)}" download>${jobs.length > 1 ? "AB"[jobs.indexOf(j)] + " " : ""}download</a>`).join(" ");
@@ -313,6 +328,8 @@ function tick() {
   const master = player.elements[0];
   $("clock").textContent = `${fmt(master.currentTime)} / ${fmt(master.duration)}`;
   $("position").value = String(master.currentTime);
+  const at = master.duration ? (100 * master.currentTime) / master.duration : 0;
+  for (const head of document.querySelectorAll("#stems .playhead")) head.style.left = `${at}%`;
   // Elements drift apart by a few ms over a song: pull the others back to the first.
   if (player.playing) {
     for (const audio of player.elements.slice(1)) {
