@@ -359,3 +359,24 @@ def test_serve_killed_mid_job_and_restarted_never_lists_half_written_stems(
         assert len(state["stems"]) == 4
     else:
         assert state["stems"] == [] and not (folder / "stems").exists()
+
+
+def test_a_job_deleted_while_running_leaves_no_files(data: Path) -> None:
+    with TestClient(create_app(WebConfig(data=data))) as client:
+        pool = client.app.state.pool
+        song = upload(client, wav_bytes(4.0)).json()
+        job = client.post(
+            "/api/jobs", json={"song_id": song["id"], "model": "default", "segment": 0.5}
+        ).json()
+        deadline = time.monotonic() + 60
+        while job["id"] not in pool.running and client.get(f"/api/jobs/{job['id']}").json()[
+            "status"
+        ] in ("queued",):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
+        while job["id"] in pool.running:  # wherever the delete landed, the worker winds down
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not (data / "jobs" / job["id"]).exists()
+        assert client.get("/api/jobs").json() == []

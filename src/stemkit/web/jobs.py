@@ -167,6 +167,7 @@ class WorkerPool:
         self._models: dict[str, Separator] = {}
         self._models_lock = threading.Lock()
         self._cancelled: set[str] = set()
+        self._running: set[str] = set()
 
     def start(self) -> None:
         """Settle the jobs a killed server left running, then start the threads."""
@@ -201,15 +202,26 @@ class WorkerPool:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            job = self.store.claim()
+            with self._wake:  # claimed and marked running at once, for `running`
+                job = self.store.claim()
+                if job is not None:
+                    self._running.add(job.id)
             if job is None:
                 with self._wake:
                     self._wake.wait(timeout=1.0)
                 continue
             self.run(job)
 
+    @property
+    def running(self) -> frozenset[str]:
+        """The ids of the jobs being separated now."""
+        with self._wake:
+            return frozenset(self._running)
+
     def run(self, job: Job) -> None:
         """Separate one claimed job; it ends ``done`` with its stems, or ``failed``."""
+        with self._wake:
+            self._running.add(job.id)  # already there when the pool's loop claimed it
         started = time.perf_counter()
         try:
             stems = self._separate(job)
@@ -222,13 +234,16 @@ class WorkerPool:
             logger.exception("job %s failed unexpectedly", job.id)
             self.store.fail(job.id, f"internal error: {type(error).__name__}: {error}")
         else:
-            if job.id in self._cancelled or self.store.job(job.id) is None:
-                self.data.remove(self.data.job_dir(job.id))
-            else:
+            if job.id not in self._cancelled and self.store.job(job.id) is not None:
                 self.store.finish(job.id, stems)
                 logger.info("job %s done in %.1f s", job.id, time.perf_counter() - started)
         finally:
+            if job.id in self._cancelled or self.store.job(job.id) is None:
+                # deleted while it ran: whatever it wrote since goes too
+                self.data.remove(self.data.job_dir(job.id))
             self._cancelled.discard(job.id)
+            with self._wake:
+                self._running.discard(job.id)
 
     def separator(self, model: str) -> Separator:
         """The loaded model ``model``, shared by the jobs that use it."""
