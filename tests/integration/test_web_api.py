@@ -380,3 +380,22 @@ def test_a_job_deleted_while_running_leaves_no_files(data: Path) -> None:
             time.sleep(0.01)
         assert not (data / "jobs" / job["id"]).exists()
         assert client.get("/api/jobs").json() == []
+
+
+def test_the_content_decides_not_the_extension(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    signal = np.random.default_rng(0).uniform(-0.2, 0.2, (RATE, 2)).astype(np.float32)
+    sf.write(buffer, signal, RATE, format="FLAC")
+    response = upload(client, buffer.getvalue(), "really-a-flac.wav")
+    assert response.status_code == 201, response.text
+    assert response.json()["channels"] == 2 and response.json()["duration"] == 1.0
+
+
+def test_the_size_limit_holds_without_a_content_length(tmp_path: Path) -> None:
+    from stemkit.web.files import DataFolder, UploadError
+
+    folder = DataFolder(tmp_path / "data")
+    with pytest.raises(UploadError) as refused:
+        folder.receive(io.BytesIO(wav_bytes(1.0)), "a.wav", max_bytes=1000, song_id="0" * 32)
+    assert refused.value.status == 413
+    assert files_under(folder.root) == ["incoming", "jobs", "songs"]
