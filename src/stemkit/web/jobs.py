@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from stemkit.errors import StemkitError
 
 if TYPE_CHECKING:
-    import torch
-
     from stemkit.api import Separator, StemFiles
     from stemkit.web.files import DataFolder
     from stemkit.web.store import Job, JobStore
@@ -274,8 +272,8 @@ class WorkerPool:
         separator = Separator(
             loaded.model,
             name=job.model,
-            device=_device(loaded),
-            segment=options.segment if options.segment is not None else None,
+            device=loaded.device,
+            segment=options.segment,
             overlap=options.overlap,
             shifts=options.shifts,
             batch_size=options.batch_size,
@@ -306,7 +304,3 @@ class WorkerPool:
 
 class _Cancelled(Exception):
     """The job was deleted while it ran."""
-
-
-def _device(separator: Separator) -> torch.device:
-    return separator.device
