@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from stemkit.models.base import SeparationModel
+    from stemkit.outputs import FileNames
 
     ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -58,6 +59,8 @@ SUBTYPES: Final[dict[int, str]] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
 MP3_BITRATES: Final[tuple[int, ...]] = (
     32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
 )  # fmt: skip
+#: Opus target bit rates, kbit/s (lowest, highest).
+OPUS_BITRATES: Final[tuple[int, int]] = (6, 512)
 #: Rates of MPEG-1 layer III, the mp3 the bit rates above apply to.
 MP3_RATES: Final[tuple[int, ...]] = (32000, 44100, 48000)
 
@@ -76,7 +79,8 @@ class StemFiles:
         subtype: the soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, or the codec).
         rate: ``"input"`` (the song's rate), ``"model"`` (the model's) or a rate in Hz; opus is
             always written at 48000 Hz and mp3 at the next rate it stores.
-        bitrate: mp3 constant bit rate in kbit/s, else None.
+        bitrate: kbit/s: mp3's constant bit rate, or Opus' target (None: libopus' choice,
+            about 120 kbit/s stereo); None for the other formats.
         clip: samples beyond [-1, 1] in every subtype but ``"FLOAT"``: clamp with a logged
             warning (``"warn"``), clamp silently, or rescale the stem by its peak.
     """
@@ -349,6 +353,7 @@ class Separator:
         *,
         force: bool = False,
         downmix: bool = False,
+        filename: str = "{track}/{stem}.{ext}",
     ) -> list[Path]:
         """Separate an audio file into the folder ``out_dir/<song>/``, as ``stemkit separate``.
 
@@ -364,6 +369,8 @@ class Separator:
             two_stems: write this stem and ``no_<stem>``, the mixture minus it (karaoke).
             force: replace a folder stemkit wrote before.
             downmix: average songs with more channels than the model takes.
+            filename: where the stems go (:class:`stemkit.outputs.FileNames`): ``{track}``
+                (the song's name) in the folder, ``{stem}`` and ``{ext}`` in the file name.
 
         Returns:
             The files written, in the order of the stems.
@@ -375,9 +382,10 @@ class Separator:
         from stemkit import outputs
 
         settings = StemFiles.of(format)
+        names = outputs.FileNames(filename)
         song = Path(path)
         root = Path(out_dir)
-        name = outputs.folder_name(song)
+        name = names.folder(outputs.folder_name(song))
         outputs.prepare_root(root)
         for leftover in outputs.clean_leftovers(root):
             logger.warning("cleaned up %s, left by an interrupted run", leftover)
@@ -391,6 +399,7 @@ class Separator:
             two_stems=two_stems,
             force=force,
             downmix=downmix,
+            names=names,
         )
 
     def separate_to_folder(
@@ -403,28 +412,35 @@ class Separator:
         two_stems: str | None = None,
         force: bool = False,
         downmix: bool = False,
+        names: FileNames | None = None,
     ) -> list[Path]:
         """Read ``song``, separate it and write its stems as the folder ``destination``.
 
         The lower half of :meth:`separate_file`, for callers that name and check the
         destination themselves (``destination`` from :func:`stemkit.outputs.destination`,
-        in a root prepared by :func:`stemkit.outputs.prepare_root`).
+        in a root prepared by :func:`stemkit.outputs.prepare_root`); ``names`` names the
+        files in it (default ``<stem>.<ext>``).
 
         Raises:
             AudioError: the song cannot be read or separated, or a stem cannot be encoded.
             OutputError: the destination is taken or the file system refused a write.
             StemkitError: unknown stems.
         """
+        from stemkit import outputs
+
         output = output or StemFiles()
+        names = names or outputs.FileNames()
+        track = outputs.folder_name(song)
         selected = self.selection(stems, two_stems)
         mixture, song_rate, song_frames = self._read(song, downmix)
+        model = self.model_for(two_stems)
         try:
-            separated = self._separate(mixture)
+            separated = self._separate(mixture, model)
         except ValueError as error:
             # The settings were checked when the separator was made, so the model refuses
             # this song itself, e.g. one shorter than its STFT window.
             raise AudioError(song, f"cannot be separated by {self.name}: {error}") from None
-        sources = list(self.sources)
+        sources = list(model.sources)
         if two_stems is not None:
             stem = separated[sources.index(two_stems)]
             signals = {selected[0]: stem, selected[1]: mixture - stem}
@@ -433,7 +449,9 @@ class Separator:
         rate = output.rate_for(song_rate, self.sample_rate)
         frames = song_frames if rate == song_rate else None
         written = {
-            f"{name}{output.extension}": _at_rate(signal, self.sample_rate, rate, frames)
+            names.file(track, name, output.extension): _at_rate(
+                signal, self.sample_rate, rate, frames
+            )
             for name, signal in signals.items()
         }
         info = {
@@ -473,6 +491,18 @@ class Separator:
             )
         return list(dict.fromkeys(stems))
 
+    def model_for(self, two_stems: str | None) -> SeparationModel:
+        """The model that computes the stems: for a two-stem split, the model's lighter
+        version that runs only the network of ``two_stems`` where it has one
+        (:meth:`~stemkit.models.base.SeparationModel.isolate`), else the whole model."""
+        if two_stems is None:
+            return self.model
+        isolated = self.model.isolate(two_stems)
+        if isolated is None:
+            return self.model
+        logger.debug("%s: computing %s only", self.name, two_stems)
+        return isolated
+
     def _read(self, song: Path, downmix: bool) -> tuple[Tensor, int, int]:
         """The song at the model's rate and channels, with its own rate and length."""
         from stemkit.audio import read_audio, resample
@@ -482,12 +512,13 @@ class Separator:
         logger.debug("read %s: %d Hz, %d samples", song, rate, frames)
         return resample(audio, rate, self.sample_rate), rate, frames
 
-    def _separate(self, mixture: Tensor) -> Tensor:
-        """``(channels, time)`` at the model's rate → ``(sources, channels, time)``."""
+    def _separate(self, mixture: Tensor, model: SeparationModel | None = None) -> Tensor:
+        """``(channels, time)`` at the model's rate → ``(sources, channels, time)`` of
+        ``model`` (default: the separator's)."""
         from stemkit.inference import separate
 
         return separate(
-            self.model,
+            self.model if model is None else model,
             mixture,
             segment=self.segment,
             overlap=self.overlap,
