@@ -164,6 +164,7 @@ def test_generated_song_is_scored(client: TestClient) -> None:
         ({"model": "default", "two_stems": "kazoo"}, "two_stems"),
         ({"model": "default", "format": "flac", "bits": 32}, "flac stores"),
         ({"model": "default", "overlap": 0.9}, "overlap"),
+        ({"model": "default", "format": "wav", "bitrate": 128}, "bitrate applies"),
         ({"model": "default", "shifts": "many"}, "shifts"),
     ],
 )

@@ -81,7 +81,7 @@ class JobRequest(BaseModel):
     stems: list[str] | None = Field(None, description="stems to write (default: all)")
     format: str = Field("wav", description="wav, flac, mp3, ogg or opus")
     bits: int | None = Field(None, description="wav/flac: 16, 24 or 32 (float, wav only)")
-    mp3_bitrate: int | None = Field(None, description="mp3 kbit/s (320)")
+    bitrate: int | None = Field(None, description="kbit/s: mp3 (320) or opus")
     sample_rate: str = Field("input", description="input, model or a rate in Hz")
     clip: str = Field("warn", description="warn, clamp or rescale")
     segment: float | None = Field(None, description="chunk length in s (model default)")

@@ -39,8 +39,8 @@ class JobOptions:
     Attributes:
         two_stems: write this stem and ``no_<stem>`` (karaoke); None writes ``stems``.
         stems: the stems to write; None: all the model gives.
-        format, bits, mp3_bitrate, sample_rate, clip: as ``--format``, ``--bits``,
-            ``--mp3-bitrate``, ``--sample-rate``, ``--clip``.
+        format, bits, bitrate, sample_rate, clip: as ``--format``, ``--bits``,
+            ``--bitrate`` (mp3 and opus), ``--sample-rate``, ``--clip``.
         segment, overlap, shifts, seed, batch_size: as the command line's options.
     """
 
@@ -48,7 +48,7 @@ class JobOptions:
     stems: tuple[str, ...] | None = None
     format: str = "wav"
     bits: int | None = None
-    mp3_bitrate: int | None = None
+    bitrate: int | None = None
     sample_rate: str = "input"
     clip: Literal["warn", "clamp", "rescale"] = "warn"
     segment: float | None = None
@@ -108,7 +108,7 @@ class JobOptions:
             argparse.Namespace(
                 format=self.format,
                 bits=self.bits,
-                mp3_bitrate=self.mp3_bitrate,
+                bitrate=self.bitrate,
                 sample_rate=self.sample_rate,
                 clip=self.clip,
             )
