@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -163,6 +163,8 @@ class Separator:
         batch_size: chunks per model call.
         seed: seed of the shift delays (None: not reproducible).
         progress: show a progress bar over the chunks on stderr.
+        on_progress: called as ``on_progress(done, total)`` chunks while a song is separated
+            (the web service's progress bars).
 
     Raises:
         StemkitError: a bad setting or device, or an oracle model (it needs the true stems).
@@ -180,6 +182,7 @@ class Separator:
         batch_size: int = 1,
         seed: int | None = None,
         progress: bool = False,
+        on_progress: Callable[[int, int], object] | None = None,
     ) -> None:
         import torch
 
@@ -204,6 +207,7 @@ class Separator:
         self.shifts = shifts
         self.batch_size = batch_size
         self.progress = progress
+        self.on_progress = on_progress
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         logger.debug(
             "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
@@ -230,7 +234,7 @@ class Separator:
             device, segment, overlap, shifts: as for :class:`Separator`.
             random_weights: allow a registered architecture without trained weights (its
                 stems are noise: for tests and timing only).
-            settings: ``batch_size``, ``seed``, ``progress``.
+            settings: ``batch_size``, ``seed``, ``progress``, ``on_progress``.
 
         Raises:
             StemkitError: an unknown name, an unusable checkpoint, an architecture without
@@ -523,6 +527,7 @@ class Separator:
             device=self.device,
             progress=self.progress,
             generator=self.generator,
+            on_progress=self.on_progress,
         )
 
     def __repr__(self) -> str:
