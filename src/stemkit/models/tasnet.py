@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from stemkit import MUSDB_SOURCES
 from stemkit.models.base import SeparationModel
+from stemkit.models.demucs import standardize
 from stemkit.models.registry import register
 
 __all__ = ["ConvTasNet", "TemporalBlock", "channelwise_layer_norm", "global_layer_norm"]
@@ -250,6 +251,11 @@ class ConvTasNet(SeparationModel):
         P: kernel size of the depthwise convolutions (odd).
         X: blocks per repeat (dilations ``1, 2, …, 2^(X-1)``); 10 in the music paper's runs.
         R: repeats.
+        normalize: standardise the mixture by the mean and standard deviation of its mono
+            downmix (one pair per batch item) and map every output back with the same pair, as
+            :class:`~stemkit.models.demucs.Demucs` does. Off by default; on for the Demucs v1
+            release's Conv-TasNet weights, which were trained on and applied to standardised
+            tracks (its ``separate.py``).
 
     Shapes:
         forward: ``(batch, audio_channels, time)`` → ``(batch, sources, audio_channels, time)``.
@@ -267,6 +273,7 @@ class ConvTasNet(SeparationModel):
         P: int = 3,
         X: int = 10,
         R: int = 4,
+        normalize: bool = False,
     ) -> None:
         super().__init__(tuple(sources), sample_rate, audio_channels)
         if not self.sources:
@@ -281,6 +288,7 @@ class ConvTasNet(SeparationModel):
         self.nb_filters = N
         self.filter_length = L
         self.hop = L // 2
+        self.normalize = normalize
 
         self.encoder = nn.Conv1d(audio_channels, N, L, stride=self.hop, bias=False)
         self.separator = nn.Sequential(
@@ -310,6 +318,8 @@ class ConvTasNet(SeparationModel):
                 f"got {tuple(mixture.shape)}"
             )
         batch, channels, length = mixture.shape
+        if self.normalize:
+            mixture, mean, std = standardize(mixture)
         x = F.pad(mixture, (0, self.valid_length(length) - length))
         frames = F.relu(self.encoder(x))  # (batch, N, nb_frames)
         nb_frames = frames.shape[-1]
@@ -330,7 +340,10 @@ class ConvTasNet(SeparationModel):
         stems = samples.new_zeros(batch, len(self.sources), channels, nb_frames + 1, self.hop)
         stems[..., :-1, :] += samples[:, :, :, 0].transpose(-1, -2)
         stems[..., 1:, :] += samples[:, :, :, 1].transpose(-1, -2)
-        return stems.flatten(-2)[..., :length]
+        out = stems.flatten(-2)[..., :length]
+        if self.normalize:
+            out = out * std.unsqueeze(1) + mean.unsqueeze(1)
+        return out
 
     def _masks_inplace(self, frames: Tensor) -> Tensor:
         """The separator's output (before its ReLU) without autograd, updating blocks in place.
