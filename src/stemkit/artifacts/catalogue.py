@@ -291,10 +291,11 @@ _DEMUCS_V1_HASH = (
     "is a pickled whole model, read without running it (stemkit.artifacts.pickled_modules)"
 )
 _DEMUCS_V1_NOTE = (
-    "same layers and weights as the release (strict load); run as its separate.py runs it: "
-    "the track standardised by its mono mean and standard deviation (stemkit adds 1e-5 to the "
-    "deviation); stemkit separates in overlapping chunks where separate.py uses independent "
-    "10 s chunks, and uses no random shifts (its default, --shifts 0)"
+    "same layers and weights as the release (strict load), the input standardised by its mono "
+    "mean and standard deviation as the release's separate.py does; differences: stemkit "
+    "standardises each chunk it separates (15 s, overlapping) by that chunk's statistics plus "
+    "1e-5 on the deviation, where separate.py standardises the whole track once and then "
+    "separates independent 10 s chunks; no random shifts (separate.py's default, --shifts 0)"
 )
 _TASNET_V1_NOTE = (
     _DEMUCS_V1_NOTE + "; at the end of a chunk stemkit pads the input to a whole frame where "

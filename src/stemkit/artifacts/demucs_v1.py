@@ -19,15 +19,17 @@ What the file records, and what is inferred:
 
 How stemkit runs them, against the release's ``separate.py`` (shifts 0):
 
-* both normalise the track by its mono mean and standard deviation, as ``separate.py`` does
-  (``normalize=True``); stemkit adds 1e-5 to the standard deviation (silence);
+* both standardise the input by its mono mean and standard deviation, as ``separate.py`` does
+  (``normalize=True``), but inside the model: stemkit's separation standardises each chunk
+  (15 s, overlapping) by its own statistics where ``separate.py`` standardises the whole track
+  once; stemkit adds 1e-5 to the standard deviation (silence);
 * Demucs: the same centred padding to ``valid_length`` and centre trim as its ``apply_model``;
 * Conv-TasNet: upstream drops the last partial frame and leaves the last ``< L / 2`` output
   samples zero; stemkit pads the input to a whole frame, so those samples are estimated and the
   global layer norms see one more frame (identical when ``(length - L)`` is a multiple of
   ``L / 2``);
 * upstream splits a song into independent 10 s chunks; stemkit's separation chunks with
-  overlap-add (its own ``--segment`` settings).
+  overlap-add (its own ``--segment`` and ``--overlap`` settings).
 
 Variants the release's code could build but stemkit's architectures cannot hold are refused
 with a :class:`~stemkit.errors.CheckpointError` naming the option: Demucs with

@@ -6,7 +6,9 @@ demucs and run whatever the pickle asks for. :func:`read_pickled_module` instead
 ``torch.load`` a pickle module whose unpickler resolves only:
 
 * tensor and storage rebuilding (``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter``,
-  the typed storages), ``collections.OrderedDict``, ``set``, ``frozenset`` and ``torch.Size``;
+  the typed storages), ``collections.OrderedDict``, ``set``, ``frozenset``, ``torch.Size``,
+  ``_codecs.encode`` (bytes in protocol 2) and numpy scalars (``numpy.dtype`` and
+  ``multiarray.scalar``);
 * classes of ``torch.nn.modules.*`` and of the allowed model packages (``demucs.*`` by
   default), each replaced by an inert :class:`PickledModule` subclass that records the class
   path and the attribute dictionary the pickle restores, and has no behaviour.
@@ -25,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
 import collections
 import os
 import pickle
@@ -34,6 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,6 +51,11 @@ __all__ = [
     "restricted_load",
 ]
 
+try:  # numpy 2 moved numpy.core to numpy._core; pickles name either
+    from numpy._core import multiarray as np_multiarray
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core import multiarray as np_multiarray  # type: ignore[no-redef]
+
 #: Module prefixes whose classes become stubs besides ``torch.nn.modules.``.
 DEFAULT_PACKAGES = ("demucs",)
 
@@ -58,6 +67,12 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("torch", "Size"): torch.Size,
+    # protocol 2 writes bytes as _codecs.encode(str, "latin1")
+    ("_codecs", "encode"): codecs.encode,
+    # numpy scalars (asteroid's model_args hold max_bin as numpy.int64): a dtype and its bytes
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "scalar"): np_multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): np_multiarray.scalar,
 }
 
 
