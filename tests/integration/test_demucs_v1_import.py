@@ -442,7 +442,9 @@ class CallsDemucs:
         return Demucs, (4,)
 
 
-@pytest.mark.parametrize("kind", ["os.system", "nested", "class-call", "state-dict"])
+@pytest.mark.parametrize(
+    "kind", ["os.system", "nested", "class-call", "state-dict", "truncated", "not-torch"]
+)
 def test_a_malicious_or_wrong_pickle_is_refused_in_one_line(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -458,8 +460,13 @@ def test_a_malicious_or_wrong_pickle_is_refused_in_one_line(
     elif kind == "class-call":
         with fake_demucs():
             torch.save(CallsDemucs(), path)
-    else:
+    elif kind == "state-dict":
         torch.save(Demucs(channels=2, depth=1).state_dict(), path)
+    elif kind == "truncated":
+        save(Demucs(channels=2, depth=1), path, zip_format=False)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_text("<html>404 Not Found</html>")
     out = tmp_path / "out.pt"
     assert cli.main(["models", "import-demucs-v1", str(path), "-o", str(out)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
@@ -469,6 +476,8 @@ def test_a_malicious_or_wrong_pickle_is_refused_in_one_line(
         "nested": f"refused to resolve {os.system.__module__}.system",
         "class-call": "calls demucs.model.Demucs(...) instead of restoring it",
         "state-dict": "holds a OrderedDict, not a pickled model",
+        "truncated": "not a readable torch.save file",
+        "not-torch": "not a readable torch.save file",
     }[kind]
     assert expected in line
     assert not marker.exists() and not out.exists()

@@ -209,10 +209,17 @@ def _tasnet_state(state: Mapping[str, Tensor], repeats: int, blocks: int) -> dic
             new = ["encoder", *parts[2:]]
         elif parts[:2] == ["decoder", "basis_signals"]:
             new = ["decoder", *parts[2:]]
-        elif parts[:2] == ["separator", "network"] and parts[2] in ("0", "1", "3"):
-            index = {"0": 0, "1": 1, "3": 2 + repeats * blocks}[parts[2]]
+        elif parts[:2] == ["separator", "network"] and len(parts) == 4 and parts[2] != "2":
+            index = {"0": 0, "1": 1, "3": 2 + repeats * blocks}.get(parts[2])
+            if index is None:
+                unknown.append(key)
+                continue
             new = ["separator", str(index), *parts[3:]]
-        elif parts[:3] == ["separator", "network", "2"] and len(parts) >= 8:
+        elif (
+            parts[:3] == ["separator", "network", "2"]
+            and len(parts) >= 8
+            and all(part.isdigit() for part in parts[3:5])
+        ):
             block = 2 + int(parts[3]) * blocks + int(parts[4])
             rest = parts[5:]
             if rest[:3] == ["net", "3", "net"]:

@@ -45,6 +45,7 @@ from stemkit.errors import CheckpointError
 
 __all__ = [
     "PickledModule",
+    "Refused",
     "module_state_dict",
     "named_children",
     "read_pickled_module",
@@ -76,6 +77,10 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class Refused(pickle.UnpicklingError):
+    """The pickle asks for something outside the allowed set (raised before resolving it)."""
+
+
 class PickledModule:
     """An inert stand-in for one pickled ``nn.Module``: its class path and its attributes.
 
@@ -96,15 +101,13 @@ class PickledModule:
     dump_patches = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise pickle.UnpicklingError(
-            f"the pickle calls {self.class_path}(...) instead of restoring it"
-        )
+        raise Refused(f"the pickle calls {self.class_path}(...) instead of restoring it")
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
             state = state[0]  # (dict, slots) with no slots
         if not isinstance(state, dict):
-            raise pickle.UnpicklingError(
+            raise Refused(
                 f"the state of {self.class_path} is a {type(state).__name__}, not a dictionary"
             )
         self.attributes = state
@@ -143,7 +146,7 @@ def _restricted_pickle_module(packages: tuple[str, ...]) -> ModuleType:
                     return storage
             if module.startswith(prefixes) and name.isidentifier() and "." not in name:
                 return stubs.setdefault((module, name), _stub(module, name))
-            raise pickle.UnpicklingError(f"refused to resolve {module}.{name}")
+            raise Refused(f"refused to resolve {module}.{name}")
 
     def load(file: Any, **kwargs: Any) -> Any:
         return Unpickler(file, **kwargs).load()
@@ -189,12 +192,22 @@ def restricted_load(
                 pickle_module=_restricted_pickle_module(packages),
                 weights_only=False,
             )
-    except pickle.UnpicklingError as error:
+    except Refused as error:
         raise CheckpointError(
             f"{path}: not loaded: {error} (only tensors, plain containers and the module "
             f"classes of {allowed} are accepted; nothing from the file was run)"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable torch.save file ({detail})") from None
 
