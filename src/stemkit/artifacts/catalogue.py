@@ -298,9 +298,8 @@ _DEMUCS_V1_NOTE = (
     "separates independent 10 s chunks; no random shifts (separate.py's default, --shifts 0)"
 )
 _TASNET_V1_NOTE = (
-    _DEMUCS_V1_NOTE + "; at the end of a chunk stemkit pads the input to a whole frame where "
-    "upstream drops the partial frame and leaves its last < 10 samples silent, so the global "
-    "layer norms see one frame more (identical when (length - 20) is a multiple of 10)"
+    _DEMUCS_V1_NOTE + "; as the release, the last partial frame of a chunk is dropped and its "
+    "< 10 samples are silent (pad_end=False)"
 )
 
 
@@ -514,7 +513,7 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         name="tasnet-v1",
         title="Conv-TasNet for music (Demucs v1 repository, X=10)",
         system="convtasnet",
-        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True},
+        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True, "pad_end": False},
         stems=DEMUCS_ORDER,
         sample_rate=44100,
         parameters=10_977_872,
@@ -530,7 +529,7 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         name="tasnet-v1-extra",
         title="Conv-TasNet for music (Demucs v1 repository, X=10), with extra training data",
         system="convtasnet",
-        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True},
+        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True, "pad_end": False},
         stems=DEMUCS_ORDER,
         sample_rate=44100,
         parameters=10_977_872,

@@ -24,10 +24,9 @@ How stemkit runs them, against the release's ``separate.py`` (shifts 0):
   (15 s, overlapping) by its own statistics where ``separate.py`` standardises the whole track
   once; stemkit adds 1e-5 to the standard deviation (silence);
 * Demucs: the same centred padding to ``valid_length`` and centre trim as its ``apply_model``;
-* Conv-TasNet: upstream drops the last partial frame and leaves the last ``< L / 2`` output
-  samples zero; stemkit pads the input to a whole frame, so those samples are estimated and the
-  global layer norms see one more frame (identical when ``(length - L)`` is a multiple of
-  ``L / 2``);
+* Conv-TasNet: as upstream, the last partial frame is dropped and its ``< L / 2`` output
+  samples are silent (``pad_end=False``; stemkit's default pads to a whole frame, which changes
+  every global layer norm's statistics by one frame);
 * upstream splits a song into independent 10 s chunks; stemkit's separation chunks with
   overlap-add (its own ``--segment`` and ``--overlap`` settings).
 
@@ -189,6 +188,7 @@ def _tasnet_arguments(root: PickledModule, sources: Sequence[str] | None) -> dic
         "sample_rate": V1_SAMPLE_RATE,
         **sizes,
         "normalize": True,
+        "pad_end": False,
     }
 
 
