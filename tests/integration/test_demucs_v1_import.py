@@ -510,6 +510,10 @@ def test_variants_stemkit_cannot_hold_are_named(tmp_path: Path, change: str, mes
     path = save(standin, tmp_path / "demucs.th", zip_format=True)
     with pytest.raises(CheckpointError, match=message):
         convert_demucs_v1(path)
+    if change == "sources":  # named, the three sources load (the outermost decoder has 3 x 2)
+        standin.decoder[-1][2] = nn.ConvTranspose1d(4, 6, 8, 4)
+        path = save(standin, tmp_path / "demucs.th", zip_format=True)
+        assert convert_demucs_v1(path, sources=["a", "b", "c"]).sources == ("a", "b", "c")
 
 
 def test_tasnet_variants_stemkit_cannot_hold_are_named(tmp_path: Path) -> None:

@@ -84,8 +84,8 @@ def _source_names(count_or_names: Any, given: Sequence[str] | None, where: str) 
     elif isinstance(count_or_names, int) and not isinstance(count_or_names, bool):
         if given is None and count_or_names != len(DEMUCS_V1_SOURCES):
             raise CheckpointError(
-                f"{where} separates {count_or_names} sources and does not name them; give the "
-                "names (sources=...)"
+                f"{where} separates {count_or_names} sources and does not name them; name them "
+                "in order (--sources NAME...)"
             )
         names = list(given) if given is not None else list(DEMUCS_V1_SOURCES)
     else:
@@ -260,16 +260,24 @@ def convert_demucs_v1(
     from stemkit.models import build
 
     root = read_pickled_module(path)
-    state = module_state_dict(root)
-    if root.class_path == _DEMUCS:
-        name, kwargs = "demucs", _demucs_arguments(root, sources)
-    elif root.class_path == _TASNET:
-        name, kwargs = "convtasnet", _tasnet_arguments(root, sources)
-        state = _tasnet_state(state, kwargs["R"], kwargs["X"])
-    else:
+    if root.class_path not in (_DEMUCS, _TASNET):
         raise CheckpointError(
             f"{path}: holds a {root.class_path}, not a Demucs v1 model ({_DEMUCS} or {_TASNET})"
         )
+    try:
+        state = module_state_dict(root)
+        if root.class_path == _DEMUCS:
+            name, kwargs = "demucs", _demucs_arguments(root, sources)
+        else:
+            name, kwargs = "convtasnet", _tasnet_arguments(root, sources)
+            state = _tasnet_state(state, kwargs["R"], kwargs["X"])
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: a {root.class_path} without the release's layout ({error!r} missing or "
+            "malformed)"
+        ) from None
     try:
         # sizes only: the weights come from the file, so nothing is allocated twice
         with torch.device("meta"):
@@ -313,7 +321,8 @@ def import_demucs_v1(
         "converted_from": "demucs-v1",
         "path": str(Path(path).resolve()),
         "sha256": sha256_of(path),
-        "assumed": [f"sample_rate={V1_SAMPLE_RATE}", "sources=" + ",".join(model.sources)],
+        "assumed": [f"sample_rate={V1_SAMPLE_RATE}"]
+        + ([] if sources is not None else ["sources=" + ",".join(model.sources)]),
     }
     if origin is not None:
         record["origin"] = dict(origin)
