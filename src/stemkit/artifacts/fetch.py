@@ -306,6 +306,11 @@ def _convert(entry: CatalogueEntry, weights: Fetchable, paths: list[Path], out: 
             origin=origin,
             **options,
         )
+    elif weights.converter == "demucs-v1":
+        from stemkit.artifacts.demucs_v1 import import_demucs_v1
+
+        (path,) = paths
+        import_demucs_v1(path, out, sources=entry.stems, origin=origin)
     else:  # pragma: no cover - the catalogue names only known converters
         raise StemkitError(f"{entry.name}: no converter {weights.converter!r}")
 
