@@ -105,6 +105,73 @@ class StemFiles:
         settings.setdefault("bitrate", 320 if format == "mp3" else None)
         return cls(format=format, **settings)
 
+    @classmethod
+    def from_options(
+        cls,
+        format: str = "wav",
+        bits: int | None = None,
+        bitrate: int | None = None,
+        sample_rate: str | int = "input",
+        clip: str = "warn",
+    ) -> StemFiles:
+        """The settings ``stemkit separate`` (and the web service) take, checked together.
+
+        Args:
+            format: a key of :data:`FORMATS`.
+            bits: wav and flac: 16, 24 or (wav only) 32 for float; None: 16.
+            bitrate: kbit/s: mp3 (one of :data:`MP3_BITRATES`, default 320) or Opus (within
+                :data:`OPUS_BITRATES`); None for the other formats.
+            sample_rate: ``"input"``, ``"model"`` or a rate in Hz (1000 to 384000).
+            clip: ``"warn"``, ``"clamp"`` or ``"rescale"``.
+
+        Raises:
+            StemkitError: an unknown format, or an option the format does not take (the
+                message names it as the command line does, e.g. ``--bits``).
+        """
+        if format not in FORMATS:
+            raise StemkitError(f"format {format!r}: use one of {', '.join(FORMATS)}")
+        extension, lossy = FORMATS[format]
+        if lossy is not None and bits is not None:
+            raise StemkitError(
+                f"--bits sets the sample size of wav and flac; {format} has none (drop --bits)"
+            )
+        if bits is not None and bits not in SUBTYPES:
+            raise StemkitError(f"--bits {bits}: use {', '.join(map(str, SUBTYPES))}")
+        if bitrate is not None:
+            low, high = OPUS_BITRATES
+            if format == "mp3" and bitrate not in MP3_BITRATES:
+                raise StemkitError(
+                    f"--bitrate {bitrate}: mp3 takes {', '.join(map(str, MP3_BITRATES))} kbit/s"
+                )
+            if format == "opus" and not low <= bitrate <= high:
+                raise StemkitError(f"--bitrate {bitrate}: opus takes {low} to {high} kbit/s")
+            if format not in ("mp3", "opus"):
+                raise StemkitError("--bitrate applies to --format mp3 and opus only")
+        subtype = lossy or SUBTYPES[bits or 16]
+        if extension == ".flac" and subtype == "FLOAT":
+            raise StemkitError(
+                "flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav"
+            )
+        if clip not in ("warn", "clamp", "rescale"):
+            raise StemkitError(f"--clip {clip!r}: use warn, clamp or rescale")
+        rate: int | Literal["input", "model"]
+        text = str(sample_rate).strip().lower()
+        if text in ("input", "model"):
+            rate = "input" if text == "input" else "model"
+        else:
+            try:
+                rate = int(text)
+            except ValueError:
+                rate = 0
+            if not 1000 <= rate <= 384000:
+                raise StemkitError(
+                    f"--sample-rate {sample_rate!r}: use input, model or a rate in Hz "
+                    "from 1000 to 384000"
+                )
+        if format == "mp3":
+            bitrate = bitrate or 320
+        return cls(format, subtype, rate, bitrate, clip)  # type: ignore[arg-type]
+
     @property
     def extension(self) -> str:
         """The file extension, e.g. ``".wav"``."""

@@ -60,7 +60,10 @@ ALLOWED: dict[str, set[str]] = {
     "plots": set(),
     # the Python API: read → separate → write, under the command line and the web service
     "api": {"inference", "artifacts", "models", "dsp", "audio", "outputs", "runtime", "energy"},
+    # the local web service: the same API as the command line
+    "web": {"api", "artifacts", "inference", "models", "metrics", "audio", "outputs", "runtime"},
     "cli": {
+        "web",
         "api",
         "train",
         "evaluation",

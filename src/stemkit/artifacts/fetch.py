@@ -353,3 +353,17 @@ def load_catalogue_model(
             f"{error} (the cached copy of {entry.name}; `stemkit models fetch {entry.name} "
             "--force` fetches it anew)"
         ) from error
+
+
+def status_of(entry: CatalogueEntry) -> str:
+    """Where ``entry``'s weights are: ``"bundled"`` (inside stemkit), ``"missing"`` (a bundled
+    file absent from this install), ``"cached"`` (fetched before) or the entry's own status
+    (``"fetchable"``, ``"not fetchable"``)."""
+    from stemkit.artifacts.bundled import bundled_path
+    from stemkit.artifacts.catalogue import Bundled
+
+    if isinstance(entry.weights, Bundled):
+        return "bundled" if bundled_path(entry.weights.bundled_name).is_file() else "missing"
+    if is_cached(entry):
+        return "cached"
+    return entry.status

@@ -156,18 +156,6 @@ def run(args: argparse.Namespace) -> int:
     return run_list(args)
 
 
-def _status(entry: Any) -> str:
-    from stemkit.artifacts.bundled import bundled_path
-    from stemkit.artifacts.catalogue import Bundled
-    from stemkit.artifacts.fetch import is_cached
-
-    if isinstance(entry.weights, Bundled):
-        return "bundled" if bundled_path(entry.weights.bundled_name).is_file() else "missing"
-    if is_cached(entry):
-        return "cached"
-    return entry.status
-
-
 def _parameters(count: int | None) -> str:
     return "not recorded" if count is None else f"{count / 1e6:.1f} M"
 
@@ -181,7 +169,7 @@ def run_list(args: argparse.Namespace) -> int:
     from stemkit import models
     from stemkit.artifacts import CATALOGUE
     from stemkit.artifacts.catalogue import CSDR, USDR
-    from stemkit.artifacts.fetch import cache_dir
+    from stemkit.artifacts.fetch import cache_dir, status_of
 
     header = ("name", "system", "stems", "rate", "parameters", "trained on", "score", "status")
     rows = [
@@ -193,7 +181,7 @@ def run_list(args: argparse.Namespace) -> int:
             _parameters(entry.parameters),
             entry.trained_on,
             entry.score.short() if entry.score else "not recorded",
-            _status(entry),
+            status_of(entry),
         )
         for entry in CATALOGUE.values()
     ]
@@ -224,7 +212,7 @@ def run_info(args: argparse.Namespace) -> int:
     """Print one catalogue entry in full."""
     from stemkit.artifacts import get_entry
     from stemkit.artifacts.catalogue import Fetchable, NotFetchable
-    from stemkit.artifacts.fetch import cached_path
+    from stemkit.artifacts.fetch import cached_path, status_of
 
     entry = get_entry(args.name)
     kwargs = ", ".join(f"{key}={value!r}" for key, value in entry.kwargs.items())
@@ -247,7 +235,7 @@ def run_info(args: argparse.Namespace) -> int:
             f"average {score.mean:.2f}",
             f"  score source: {score.reference}",
         ]
-    lines.append(f"  status: {_status(entry)}")
+    lines.append(f"  status: {status_of(entry)}")
     if isinstance(entry.weights, Fetchable):
         lines.append(f"  hash: {entry.weights.hash_note}")
         for file in entry.weights.files:

@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from stemkit.api import FORMATS, MP3_BITRATES, OPUS_BITRATES, SUBTYPES
 from stemkit.cli.logs import BARE, PLAIN
@@ -272,44 +272,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output_settings(args: argparse.Namespace) -> StemFiles:
-    """``--format``, ``--bits``, ``--bitrate`` and ``--sample-rate``, checked together."""
+    """``--format``, ``--bits``, ``--bitrate``, ``--sample-rate`` and ``--clip``, checked
+    together (:meth:`stemkit.api.StemFiles.from_options`)."""
     from stemkit.api import StemFiles
-    from stemkit.errors import StemkitError
 
-    extension, lossy = FORMATS[args.format]
-    if lossy is not None and args.bits is not None:
-        raise StemkitError(
-            f"--bits sets the sample size of wav and flac; {args.format} has none (drop --bits)"
-        )
-    if args.bitrate is not None:
-        low, high = OPUS_BITRATES
-        if args.format == "mp3" and args.bitrate not in MP3_BITRATES:
-            raise StemkitError(
-                f"--bitrate {args.bitrate}: mp3 takes {', '.join(map(str, MP3_BITRATES))} kbit/s"
-            )
-        if args.format == "opus" and not low <= args.bitrate <= high:
-            raise StemkitError(f"--bitrate {args.bitrate}: opus takes {low} to {high} kbit/s")
-        if args.format not in ("mp3", "opus"):
-            raise StemkitError("--bitrate applies to --format mp3 and opus only")
-    subtype = lossy or SUBTYPES[args.bits or 16]
-    if extension == ".flac" and subtype == "FLOAT":
-        raise StemkitError("flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav")
-    rate: int | Literal["input", "model"]
-    text = str(args.sample_rate).strip().lower()
-    if text in ("input", "model"):
-        rate = "input" if text == "input" else "model"
-    else:
-        try:
-            rate = int(text)
-        except ValueError:
-            rate = 0
-        if not 1000 <= rate <= 384000:
-            raise StemkitError(
-                f"--sample-rate {args.sample_rate!r}: use input, model or a rate in Hz "
-                "from 1000 to 384000"
-            )
-    bitrate = (args.bitrate or 320) if args.format == "mp3" else args.bitrate
-    return StemFiles(args.format, subtype, rate, bitrate, args.clip)
+    return StemFiles.from_options(args.format, args.bits, args.bitrate, args.sample_rate, args.clip)
 
 
 def _complete(folder: Path) -> bool:

@@ -134,9 +134,9 @@ def create_app(config: WebConfig) -> FastAPI:
     def list_models() -> list[dict[str, Any]]:
         from stemkit.api import WEIGHTLESS
         from stemkit.artifacts import CATALOGUE
-        from stemkit.cli.models import _status
+        from stemkit.artifacts.fetch import status_of
 
-        cards = [_card(entry, _status(entry)) for entry in CATALOGUE.values()]
+        cards = [_card(entry, status_of(entry)) for entry in CATALOGUE.values()]
         for name in sorted(WEIGHTLESS):
             cards.append(
                 {

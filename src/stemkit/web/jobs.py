@@ -10,7 +10,6 @@ and the others wait in the queue, which survives a restart.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -99,19 +98,10 @@ class JobOptions:
 
     def output(self) -> StemFiles:
         """How the stems are written: the command line's own rules (``stemkit separate``)."""
-        from stemkit.api import FORMATS
-        from stemkit.cli.separate import _output_settings
+        from stemkit.api import StemFiles
 
-        if self.format not in FORMATS:
-            raise StemkitError(f"format {self.format!r}: use one of {', '.join(FORMATS)}")
-        return _output_settings(
-            argparse.Namespace(
-                format=self.format,
-                bits=self.bits,
-                bitrate=self.bitrate,
-                sample_rate=self.sample_rate,
-                clip=self.clip,
-            )
+        return StemFiles.from_options(
+            self.format, self.bits, self.bitrate, self.sample_rate, self.clip
         )
 
     def to_json(self) -> dict[str, Any]:
