@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages stemkit needs: FluidSynth and General MIDI soundfonts for the
-# song generator, ffmpeg for m4a/aac/mp4 input. Idempotent; asks apt only for what is missing.
+# song generator, ffmpeg for m4a/aac/mp4 input, chromium for the web app's browser tests.
+# Idempotent; asks apt only for what is missing.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -16,6 +17,9 @@ ldconfig -p 2>/dev/null | grep -q libfluidsynth || need+=(libfluidsynth3 fluidsy
 [ -e /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need+=(musescore-general-soundfont)
 # the speech synthesizer behind the generator's sung vocals
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+# headless browser of the web app's browser tests (Playwright drives it; it downloads none)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -15,6 +15,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from weights_server import WeightsServer, serve
+
 SOURCES = ("vocals", "drums", "bass", "other")
 RATE = 44100
 
@@ -147,3 +149,10 @@ def no_network_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def server() -> Iterator[WeightsServer]:
+    """A local server on 127.0.0.1 for fixture weights files (see :func:`weights_server.serve`)."""
+    with serve() as state:
+        yield state

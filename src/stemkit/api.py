@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from stemkit.models.base import SeparationModel
+    from stemkit.outputs import FileNames
 
     ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -58,6 +59,8 @@ SUBTYPES: Final[dict[int, str]] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
 MP3_BITRATES: Final[tuple[int, ...]] = (
     32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
 )  # fmt: skip
+#: Opus target bit rates, kbit/s (lowest, highest).
+OPUS_BITRATES: Final[tuple[int, int]] = (6, 512)
 #: Rates of MPEG-1 layer III, the mp3 the bit rates above apply to.
 MP3_RATES: Final[tuple[int, ...]] = (32000, 44100, 48000)
 
@@ -76,7 +79,8 @@ class StemFiles:
         subtype: the soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, or the codec).
         rate: ``"input"`` (the song's rate), ``"model"`` (the model's) or a rate in Hz; opus is
             always written at 48000 Hz and mp3 at the next rate it stores.
-        bitrate: mp3 constant bit rate in kbit/s, else None.
+        bitrate: kbit/s: mp3's constant bit rate, or Opus' target (None: libopus' choice,
+            about 120 kbit/s stereo); None for the other formats.
         clip: samples beyond [-1, 1] in every subtype but ``"FLOAT"``: clamp with a logged
             warning (``"warn"``), clamp silently, or rescale the stem by its peak.
     """
@@ -100,6 +104,73 @@ class StemFiles:
         settings.setdefault("subtype", lossy or SUBTYPES[16])
         settings.setdefault("bitrate", 320 if format == "mp3" else None)
         return cls(format=format, **settings)
+
+    @classmethod
+    def from_options(
+        cls,
+        format: str = "wav",
+        bits: int | None = None,
+        bitrate: int | None = None,
+        sample_rate: str | int = "input",
+        clip: str = "warn",
+    ) -> StemFiles:
+        """The settings ``stemkit separate`` (and the web service) take, checked together.
+
+        Args:
+            format: a key of :data:`FORMATS`.
+            bits: wav and flac: 16, 24 or (wav only) 32 for float; None: 16.
+            bitrate: kbit/s: mp3 (one of :data:`MP3_BITRATES`, default 320) or Opus (within
+                :data:`OPUS_BITRATES`); None for the other formats.
+            sample_rate: ``"input"``, ``"model"`` or a rate in Hz (1000 to 384000).
+            clip: ``"warn"``, ``"clamp"`` or ``"rescale"``.
+
+        Raises:
+            StemkitError: an unknown format, or an option the format does not take (the
+                message names it as the command line does, e.g. ``--bits``).
+        """
+        if format not in FORMATS:
+            raise StemkitError(f"format {format!r}: use one of {', '.join(FORMATS)}")
+        extension, lossy = FORMATS[format]
+        if lossy is not None and bits is not None:
+            raise StemkitError(
+                f"--bits sets the sample size of wav and flac; {format} has none (drop --bits)"
+            )
+        if bits is not None and bits not in SUBTYPES:
+            raise StemkitError(f"--bits {bits}: use {', '.join(map(str, SUBTYPES))}")
+        if bitrate is not None:
+            low, high = OPUS_BITRATES
+            if format == "mp3" and bitrate not in MP3_BITRATES:
+                raise StemkitError(
+                    f"--bitrate {bitrate}: mp3 takes {', '.join(map(str, MP3_BITRATES))} kbit/s"
+                )
+            if format == "opus" and not low <= bitrate <= high:
+                raise StemkitError(f"--bitrate {bitrate}: opus takes {low} to {high} kbit/s")
+            if format not in ("mp3", "opus"):
+                raise StemkitError("--bitrate applies to --format mp3 and opus only")
+        subtype = lossy or SUBTYPES[bits or 16]
+        if extension == ".flac" and subtype == "FLOAT":
+            raise StemkitError(
+                "flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav"
+            )
+        if clip not in ("warn", "clamp", "rescale"):
+            raise StemkitError(f"--clip {clip!r}: use warn, clamp or rescale")
+        rate: int | Literal["input", "model"]
+        text = str(sample_rate).strip().lower()
+        if text in ("input", "model"):
+            rate = "input" if text == "input" else "model"
+        else:
+            try:
+                rate = int(text)
+            except ValueError:
+                rate = 0
+            if not 1000 <= rate <= 384000:
+                raise StemkitError(
+                    f"--sample-rate {sample_rate!r}: use input, model or a rate in Hz "
+                    "from 1000 to 384000"
+                )
+        if format == "mp3":
+            bitrate = bitrate or 320
+        return cls(format, subtype, rate, bitrate, clip)  # type: ignore[arg-type]
 
     @property
     def extension(self) -> str:
@@ -162,6 +233,8 @@ class Separator:
         batch_size: chunks per model call.
         seed: seed of the shift delays (None: not reproducible).
         progress: show a progress bar over the chunks on stderr.
+        on_progress: called as ``on_progress(done, total)`` chunks while a song is separated
+            (the web service's progress bars).
 
     Raises:
         StemkitError: a bad setting or device, or an oracle model (it needs the true stems).
@@ -179,6 +252,7 @@ class Separator:
         batch_size: int = 1,
         seed: int | None = None,
         progress: bool = False,
+        on_progress: Callable[[int, int], object] | None = None,
     ) -> None:
         import torch
 
@@ -207,6 +281,7 @@ class Separator:
         self.shifts = shifts
         self.batch_size = batch_size
         self.progress = progress
+        self.on_progress = on_progress
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         logger.debug(
             "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
@@ -233,7 +308,7 @@ class Separator:
             device, segment, overlap, shifts: as for :class:`Separator`.
             random_weights: allow a registered architecture without trained weights (its
                 stems are noise: for tests and timing only).
-            settings: ``batch_size``, ``seed``, ``progress``.
+            settings: ``batch_size``, ``seed``, ``progress``, ``on_progress``.
 
         Raises:
             StemkitError: an unknown name, an unusable checkpoint, an architecture without
@@ -352,6 +427,7 @@ class Separator:
         *,
         force: bool = False,
         downmix: bool = False,
+        filename: str = "{track}/{stem}.{ext}",
     ) -> list[Path]:
         """Separate an audio file into the folder ``out_dir/<song>/``, as ``stemkit separate``.
 
@@ -367,6 +443,8 @@ class Separator:
             two_stems: write this stem and ``no_<stem>``, the mixture minus it (karaoke).
             force: replace a folder stemkit wrote before.
             downmix: average songs with more channels than the model takes.
+            filename: where the stems go (:class:`stemkit.outputs.FileNames`): ``{track}``
+                (the song's name) in the folder, ``{stem}`` and ``{ext}`` in the file name.
 
         Returns:
             The files written, in the order of the stems.
@@ -378,9 +456,10 @@ class Separator:
         from stemkit import outputs
 
         settings = StemFiles.of(format)
+        names = outputs.FileNames(filename)
         song = Path(path)
         root = Path(out_dir)
-        name = outputs.folder_name(song)
+        name = names.folder(outputs.folder_name(song))
         outputs.prepare_root(root)
         for leftover in outputs.clean_leftovers(root):
             logger.warning("cleaned up %s, left by an interrupted run", leftover)
@@ -394,6 +473,7 @@ class Separator:
             two_stems=two_stems,
             force=force,
             downmix=downmix,
+            names=names,
         )
 
     def separate_to_folder(
@@ -406,34 +486,40 @@ class Separator:
         two_stems: str | None = None,
         force: bool = False,
         downmix: bool = False,
+        names: FileNames | None = None,
     ) -> list[Path]:
         """Read ``song``, separate it and write its stems as the folder ``destination``.
 
         The lower half of :meth:`separate_file`, for callers that name and check the
         destination themselves (``destination`` from :func:`stemkit.outputs.destination`,
-        in a root prepared by :func:`stemkit.outputs.prepare_root`).
+        in a root prepared by :func:`stemkit.outputs.prepare_root`); ``names`` names the
+        files in it (default ``<stem>.<ext>``).
 
         Raises:
             AudioError: the song cannot be read or separated, or a stem cannot be encoded.
             OutputError: the destination is taken or the file system refused a write.
             StemkitError: unknown stems.
         """
+        from stemkit import outputs
         from stemkit.audio.blocks import BlockReader
         from stemkit.inference.files import StemFile, stream_stems
 
         output = output or StemFiles()
+        names = names or outputs.FileNames()
+        track = outputs.folder_name(song)
         selected = self.selection(stems, two_stems)
+        model = self.model_for(two_stems)
         with BlockReader(song, channels=self.audio_channels, downmix=downmix) as reader:
             song_rate = reader.sample_rate
             logger.debug("read %s: %d Hz, %d samples", song, song_rate, reader.frames)
             rate = output.rate_for(song_rate, self.sample_rate)
-            sources = list(self.sources)
+            sources = list(model.sources)
             if two_stems is not None:
                 index = sources.index(two_stems)
                 targets = [(selected[0], index, False), (selected[1], index, True)]
             else:
                 targets = [(name, sources.index(name), False) for name in selected]
-            names = [f"{name}{output.extension}" for name, _, _ in targets]
+            files = [names.file(track, name, output.extension) for name, _, _ in targets]
             info = {
                 "song": os.path.abspath(song),
                 "model": self.name,
@@ -442,15 +528,15 @@ class Separator:
             }
 
             def fill(folder: Path) -> None:
-                files = [
-                    StemFile(folder / name, index, complement)
-                    for name, (_, index, complement) in zip(names, targets, strict=True)
+                stem_files = [
+                    StemFile(folder / file, index, complement)
+                    for file, (_, index, complement) in zip(files, targets, strict=True)
                 ]
                 try:
                     stream_stems(
                         reader,
-                        self._stream_separate(reader.frames / song_rate),
-                        files,
+                        self._stream_separate(reader.frames / song_rate, model),
+                        stem_files,
                         model_rate=self.sample_rate,
                         rate=rate,
                         subtype=output.subtype,
@@ -473,7 +559,7 @@ class Separator:
                 # Decoding failed half-way (the partial folder is gone): the song's own error,
                 # not one of the folder's.
                 raise failed.error from failed.error.__cause__
-        return [destination / name for name in names]
+        return [destination / file for file in files]
 
     def selection(self, stems: Sequence[str] | None, two_stems: str | None) -> list[str]:
         """The stem names a folder gets: ``stems`` (default: all the model gives), or
@@ -503,10 +589,22 @@ class Separator:
             )
         return list(dict.fromkeys(stems))
 
+    def model_for(self, two_stems: str | None) -> SeparationModel:
+        """The model that computes the stems: for a two-stem split, the model's lighter
+        version that runs only the network of ``two_stems`` where it has one
+        (:meth:`~stemkit.models.base.SeparationModel.isolate`), else the whole model."""
+        if two_stems is None:
+            return self.model
+        isolated = self.model.isolate(two_stems)
+        if isolated is None:
+            return self.model
+        logger.debug("%s: computing %s only", self.name, two_stems)
+        return isolated
+
     def _stream_separate(
-        self, seconds: float
+        self, seconds: float, model: SeparationModel
     ) -> Callable[[Iterable[Tensor], int | None], Iterator[Tensor]]:
-        """Block-wise separation of a song of about ``seconds`` (see
+        """Block-wise separation with ``model`` of a song of about ``seconds`` (see
         :func:`stemkit.inference.blockwise.separate_blocks`): the same settings as
         :meth:`_separate`, except that a whole-song model cuts a song longer than
         :attr:`whole_song_limit` into long segments
@@ -523,7 +621,7 @@ class Separator:
 
         def run(blocks: Iterable[Tensor], total: int | None) -> Iterator[Tensor]:
             return separate_blocks(
-                self.model,
+                model,
                 blocks,
                 segment=segment,
                 overlap=self.overlap,
@@ -533,16 +631,18 @@ class Separator:
                 progress=self.progress,
                 generator=self.generator,
                 total=total,
+                on_progress=self.on_progress,
             )
 
         return run
 
-    def _separate(self, mixture: Tensor) -> Tensor:
-        """``(channels, time)`` at the model's rate → ``(sources, channels, time)``."""
+    def _separate(self, mixture: Tensor, model: SeparationModel | None = None) -> Tensor:
+        """``(channels, time)`` at the model's rate → ``(sources, channels, time)`` of
+        ``model`` (default: the separator's)."""
         from stemkit.inference import separate
 
         return separate(
-            self.model,
+            self.model if model is None else model,
             mixture,
             segment=self.segment,
             overlap=self.overlap,
@@ -551,6 +651,7 @@ class Separator:
             device=self.device,
             progress=self.progress,
             generator=self.generator,
+            on_progress=self.on_progress,
         )
 
     def __repr__(self) -> str:

@@ -36,9 +36,11 @@ import os
 import re
 import secrets
 import shutil
+import string
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,6 +99,78 @@ def describe_os_error(error: OSError) -> str:
     reason = os.strerror(error.errno).lower()
     hint = _HINTS.get(error.errno)
     return f"{reason}; {hint}" if hint else reason
+
+
+@dataclass(frozen=True)
+class FileNames:
+    """Where each stem of a song goes, from a template such as ``{track}/{stem}.{ext}``.
+
+    The part before the one ``/`` names the song's folder and must hold ``{track}`` (the
+    song's file name without extension): a song's stems are one folder, complete or absent,
+    so templates that put every song's files side by side (``{track}_{stem}.{ext}``) are
+    refused. The part after it names each file and must hold ``{stem}`` and ``{ext}`` (the
+    extension without dot); ``{track}`` may appear there too, for stems that keep the song's
+    name once dragged out of their folder (``{track}/{track} - {stem}.{ext}``).
+
+    Args:
+        template: the pattern; placeholders ``{track}``, ``{stem}``, ``{ext}``.
+
+    Raises:
+        StemkitError: a template that breaks the rules above, with an example that does not.
+    """
+
+    template: str = "{track}/{stem}.{ext}"
+
+    def __post_init__(self) -> None:
+        folder, slash, file = self.template.partition("/")
+        example = "e.g. '{track}/{stem}.{ext}' or '{track}/{track} - {stem}.{ext}'"
+        try:
+            fields = [
+                {name for _, name, _, _ in string.Formatter().parse(part) if name is not None}
+                for part in (folder, file)
+            ]
+        except ValueError as error:
+            raise StemkitError(f"file name template {self.template!r}: {error}") from None
+        unknown = (fields[0] | fields[1]) - {"track", "stem", "ext"}
+        if unknown:
+            raise StemkitError(
+                f"file name template {self.template!r}: unknown placeholder(s) "
+                f"{', '.join('{' + name + '}' for name in sorted(unknown))}; use {{track}}, "
+                f"{{stem}} and {{ext}} ({example})"
+            )
+        if not slash or "/" in file or "track" not in fields[0] or fields[0] - {"track"}:
+            raise StemkitError(
+                f"file name template {self.template!r}: a song's stems go in one folder named "
+                f"by the part before the one '/', which holds {{track}} and no other placeholder "
+                f"({example})"
+            )
+        if not {"stem", "ext"} <= fields[1]:
+            raise StemkitError(
+                f"file name template {self.template!r}: the file name (after '/') needs "
+                f"{{stem}} and {{ext}} ({example})"
+            )
+
+    def folder(self, track: str) -> str:
+        """The folder name of the song ``track``.
+
+        Raises:
+            OutputError: the name is empty, ``.``, ``..``, holds a separator or is reserved.
+        """
+        name = self.template.partition("/")[0].format(track=track)
+        _check_name(name, Path(name))
+        return name
+
+    def file(self, track: str, stem: str, extension: str) -> str:
+        """The file name of ``stem`` of the song ``track`` (``extension`` with or without dot).
+
+        Raises:
+            OutputError: the name is not a plain file name.
+        """
+        name = self.template.partition("/")[2].format(
+            track=track, stem=stem, ext=extension.lstrip(".")
+        )
+        _check_name(name, Path(name))
+        return name
 
 
 def folder_name(song: str | os.PathLike[str]) -> str:

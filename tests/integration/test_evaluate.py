@@ -38,7 +38,44 @@ def _same_scores(a: Report, b: Report) -> None:
         for s in SOURCES:
             np.testing.assert_array_equal(x.sdr_frames[s], y.sdr_frames[s])
             np.testing.assert_array_equal(x.baseline_sdr_frames[s], y.baseline_sdr_frames[s])
-    assert a.summary() == b.summary()
+    # the scores, not what computing them cost (times differ between runs)
+    assert {k: v for k, v in a.summary().items() if k != "cost"} == {
+        k: v for k, v in b.summary().items() if k != "cost"
+    }
+
+
+def test_cost_of_separating_and_scoring_is_recorded(hq_tree: Path, tmp_path: Path) -> None:
+    """Per track (in its JSON, read back on resume) and in total (summary.json): the audio's
+    duration exactly, times and the Green Algorithms energy computed from them."""
+    out = tmp_path / "eval"
+    report = evaluate(_model("irm2"), hq_tree, "test", out_dir=out)
+    durations = []
+    for track in report.tracks:
+        cost = track.cost
+        stored = read_json(out / "test" / f"{track.name}.json")["stemkit"]["cost"]
+        assert stored == cost
+        info = sf.info(hq_tree / "test" / track.name / "vocals.wav")
+        assert cost["audio_seconds"] == info.frames / info.samplerate
+        durations.append(cost["audio_seconds"])
+        for part in ("separation", "scoring"):
+            span, constants = cost[part], cost[part]["constants"]
+            assert span["seconds"] > 0 and span["cpu_seconds"] >= 0 and span["memory_gb"] > 0
+            joules = (
+                span["cpu_seconds"] * constants["watts_per_core"]
+                + span["memory_gb"] * span["seconds"] * constants["watts_per_gb_memory"]
+            ) * constants["pue"]
+            assert span["energy_kwh"] == pytest.approx(joules / 3.6e6, rel=1e-12)
+            assert span["carbon_g"] == pytest.approx(
+                span["energy_kwh"] * constants["carbon_g_per_kwh"], rel=1e-12
+            )
+    summary = read_json(out / "summary.json")["cost"]
+    assert summary["audio_seconds"] == pytest.approx(sum(durations), rel=1e-12)
+    seconds = sum(t.cost["separation"]["seconds"] for t in report.tracks)
+    assert summary["separation"]["seconds"] == pytest.approx(seconds, rel=1e-12)
+    assert summary["real_time_factor"] == pytest.approx(sum(durations) / seconds, rel=1e-12)
+    # resumed: every track read back, with the cost measured when it was computed
+    again = evaluate(_model("irm2"), hq_tree, "test", out_dir=out)
+    assert [t.cost for t in again.tracks] == [t.cost for t in report.tracks]
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,8 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*.pt")}
     capsys.readouterr()
     assert main(["experiments", "run", str(grid_file)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("skipped") == 2 and out.count("already evaluated") == 2
+    err = capsys.readouterr().err  # the status lines are log records, on stderr
+    assert err.count("skipped") == 2 and err.count("already evaluated") == 2
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/*.pt")} == stamps
 
     assert main(["experiments", "table", str(grid_file)]) == 0

@@ -15,22 +15,19 @@ import io
 import os
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from weights_server import WeightsServer
 
 from stemkit import models
-from stemkit.artifacts.catalogue import CATALOGUE, CatalogueEntry, Fetchable, WeightFile
+from stemkit.artifacts.catalogue import ALL_STEMS, CATALOGUE, CatalogueEntry, Fetchable, WeightFile
 from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.artifacts.fetch import cached_path
 from stemkit.cli import main as cli
@@ -45,72 +42,6 @@ RECORD = "/records/1234/files"
 @pytest.fixture(autouse=True)
 def only_models_and_separate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "COMMANDS", ("separate", "models"))
-
-
-@dataclass
-class WeightsServer:
-    """A local HTTP server for fixture files, with a behaviour per path."""
-
-    url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    modes: dict[str, str] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-
-
-MAX_REQUESTS = 40
-
-
-@pytest.fixture
-def server() -> Iterator[WeightsServer]:
-    """Serves ``files`` on 127.0.0.1; ``modes[path]`` makes a path misbehave:
-
-    ``missing`` (404), ``truncated`` (Content-Length larger than the body, then the connection
-    closes), ``slow-drop`` (half the body, a pause longer than the client's timeout, then the
-    connection closes). At most :data:`MAX_REQUESTS` requests are answered; the server stops at
-    teardown, or by itself after two minutes.
-    """
-    state = WeightsServer(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.requests.append(self.path)
-            body = state.files.get(self.path)
-            mode = state.modes.get(self.path, "ok")
-            if len(state.requests) > MAX_REQUESTS or body is None or mode == "missing":
-                self.send_error(404, "File not found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            extra = 1000 if mode == "truncated" else 0
-            self.send_header("Content-Length", str(len(body) + extra))
-            self.end_headers()
-            if mode == "slow-drop":
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                time.sleep(1.5)
-            else:
-                self.wfile.write(body)
-            self.close_connection = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.block_on_close = False
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    stopper = threading.Timer(120, httpd.shutdown)
-    stopper.daemon = True
-    stopper.start()
-    try:
-        yield state
-    finally:
-        stopper.cancel()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def _official_file(upstream: ModuleType, seed: int) -> bytes:
@@ -414,7 +345,7 @@ def test_catalogue_entries_are_well_formed() -> None:
         if entry.score is not None:
             assert entry.score.metric.startswith(("cSDR", "uSDR"))
             assert entry.score.test_set and entry.score.reference
-        if isinstance(entry.weights, Fetchable):
+        if isinstance(entry.weights, Fetchable) and entry.weights.converter == "openunmix":
             assert [f.target for f in entry.weights.files] == list(entry.stems)
             for file in entry.weights.files:
                 assert file.url.startswith("https://zenodo.org/records/")
@@ -422,8 +353,20 @@ def test_catalogue_entries_are_well_formed() -> None:
                 # Open-Unmix's file names end in the published SHA-256 prefix
                 assert file.filename.removesuffix(".pth").endswith(file.sha256)
                 assert file.hash_is_prefix
+        elif isinstance(entry.weights, Fetchable):
+            # the Demucs v1 release: one whole-model file, its full SHA-256 in separate.py
+            assert entry.weights.converter == "demucs-v1", entry.name
+            (file,) = entry.weights.files
+            assert file.url.startswith("https://dl.fbaipublicfiles.com/demucs/")
+            assert len(file.sha256) == 64 and int(file.sha256, 16) >= 0
+            assert file.target == ALL_STEMS and entry.stems == ("drums", "bass", "other", "vocals")
+            assert entry.import_command().startswith("stemkit models import-demucs-v1 ")
     fetchable = {n for n, e in CATALOGUE.items() if e.status == "fetchable"}
-    assert fetchable == {"umxhq", "umx", "umxl", "umxse"}
+    v1 = {"demucs-v1", "demucs-v1-extra", "tasnet-v1", "tasnet-v1-extra"}
+    assert fetchable == {"umxhq", "umx", "umxl", "umxse"} | v1
+    assert CATALOGUE["xumx-musdb18"].import_command() == (
+        "stemkit models import-xumx pretrained_xumx.pth -o xumx-musdb18.pt"
+    )
 
 
 def test_catalogue_names_are_not_untrained_and_name_their_data() -> None:

@@ -195,7 +195,9 @@ def test_mp3_falls_back_to_ffmpeg_when_libsndfile_cannot_write_it(
     ("extra", "message"),
     [
         (["--format", "mp3", "--bits", "24"], "--bits sets the sample size of wav and flac"),
-        (["--mp3-bitrate", "128"], "--mp3-bitrate applies to --format mp3 only"),
+        (["--mp3-bitrate", "128"], "--bitrate applies to --format mp3 and opus only"),
+        (["--format", "mp3", "--bitrate", "100"], "--bitrate 100: mp3 takes 32, 40"),
+        (["--format", "opus", "--bitrate", "600"], "--bitrate 600: opus takes 6 to 512 kbit/s"),
         (["--sample-rate", "fast"], "--sample-rate 'fast'"),
     ],
 )
@@ -211,6 +213,20 @@ def test_format_options_that_do_not_fit_are_refused(
     assert cli.main([*argv, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_opus_bitrate_sets_the_size(tmp_path: Path, make_song: Callable[..., Path]) -> None:
+    """libopus is variable-rate: on the toy song (noise-like, so it needs every bit it is
+    given) the file's average rate lands near the target; a quarter either way leaves room for
+    the Ogg pages and another libopus version's rate control, and still tells 64 from 192."""
+    song = make_song(tmp_path / "song.wav")
+    argv = ["separate", str(song), "--model", "identity", "--format", "opus", "-q"]
+    for kbps in (64, 192):
+        out = tmp_path / f"out{kbps}"
+        assert cli.main([*argv, "-o", str(out), "--bitrate", str(kbps)]) == 0
+        size = (out / "song" / "mixture.opus").stat().st_size
+        achieved = size * 8 / SECONDS / 1000
+        assert 0.75 * kbps <= achieved <= 1.25 * kbps, (kbps, achieved)
 
 
 def test_sample_rate_in_hz(tmp_path: Path, make_song: Callable[..., Path]) -> None:
@@ -277,6 +293,51 @@ def test_folders_keep_their_subfolders_and_globs_are_expanded(
     pattern = str(album / "**" / "*.flac")
     assert cli.main(["separate", pattern, "-o", str(globbed), "--model", "identity", "-q"]) == 0
     assert sorted(str(p.parent.relative_to(globbed)) for p in globbed.rglob(MARKER)) == ["cd2/02"]
+
+
+def test_filename_template_names_folders_and_files(
+    tmp_path: Path, make_song: Callable[..., Path]
+) -> None:
+    song = make_song(tmp_path / "My Song.wav")
+    out = tmp_path / "out"
+    template = "{track} (stems)/{track} - {stem}.{ext}"
+    argv = ["separate", str(song), "-o", str(out), "--model", "identity", "--format", "flac"]
+    assert cli.main([*argv, "--filename", template, "-q"]) == 0
+    folder = out / "My Song (stems)"
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER, "My Song - mixture.flac"]
+    marker = json.loads((folder / MARKER).read_text())
+    assert marker["files"] == ["My Song - mixture.flac"]
+    # the same template resumes: the folder is recognised as complete
+    assert cli.main([*argv, "--filename", template, "--skip-existing", "-q"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{track}_{stem}.{ext}", "a song's stems go in one folder"),
+        ("{stem}/{track}.{ext}", "a song's stems go in one folder"),
+        ("{track}/{stem}.wav", "needs {stem} and {ext}"),
+        ("{track}/{track}.{ext}", "needs {stem} and {ext}"),
+        ("{track}/x/{stem}.{ext}", "a song's stems go in one folder"),
+        ("{track}/{stem}.{ext}{model}", "unknown placeholder(s) {model}"),
+        ("{track/{stem}.{ext}", "file name template"),
+        ("../{track}/{stem}.{ext}", "a song's stems go in one folder"),
+    ],
+)
+def test_bad_filename_templates_are_refused_before_any_work(
+    template: str,
+    message: str,
+    tmp_path: Path,
+    make_song: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    song = make_song(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    argv = ["separate", str(song), "-o", str(out), "--model", "identity", "-q"]
+    assert cli.main([*argv, "--filename", template]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert message in line and repr(template) in line
+    assert not out.exists()
 
 
 def test_a_folder_without_audio_and_an_empty_glob_are_one_line(

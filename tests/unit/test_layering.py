@@ -23,6 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "stemkit": {"errors", "api"},
     "errors": set(),
     "runtime": set(),
+    # time and energy of a span of work (Green Algorithms)
+    "energy": set(),
     "audio": set(),
     "dsp": set(),
     "losses": set(),
@@ -31,7 +33,16 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"dsp", "losses", "audio"},
     "artifacts": {"models", "dsp", "losses", "audio"},
     "inference": {"models", "dsp", "audio"},
-    "evaluation": {"inference", "artifacts", "models", "data", "metrics", "dsp", "audio"},
+    "evaluation": {
+        "inference",
+        "artifacts",
+        "models",
+        "data",
+        "metrics",
+        "dsp",
+        "audio",
+        "energy",
+    },
     "train": {
         "evaluation",
         "inference",
@@ -42,13 +53,17 @@ ALLOWED: dict[str, set[str]] = {
         "losses",
         "dsp",
         "audio",
+        "energy",
     },
     # helpers of the command line: output folders and plots
     "outputs": set(),
     "plots": set(),
     # the Python API: read → separate → write, under the command line and the web service
-    "api": {"inference", "artifacts", "models", "dsp", "audio", "outputs", "runtime"},
+    "api": {"inference", "artifacts", "models", "dsp", "audio", "outputs", "runtime", "energy"},
+    # the local web service: the same API as the command line
+    "web": {"api", "artifacts", "inference", "models", "metrics", "audio", "outputs", "runtime"},
     "cli": {
+        "web",
         "api",
         "train",
         "evaluation",
@@ -63,6 +78,7 @@ ALLOWED: dict[str, set[str]] = {
         "outputs",
         "plots",
         "runtime",
+        "energy",
     },
     "__main__": {"cli"},
 }

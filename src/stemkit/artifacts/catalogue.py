@@ -8,7 +8,8 @@ One entry per name (:data:`CATALOGUE`). Its weights are one of:
   downloads them once, checks the hash, converts them into a stemkit checkpoint and keeps that
   in the cache, so later runs need no network;
 * :class:`NotFetchable`: published somewhere, but either without a hash to check them against
-  or in a form our architectures cannot load yet; the entry says which, and what to do.
+  or in a form our architectures cannot load yet; the entry says which, and what to do (for
+  X-UMX: fetch the file by hand and ``stemkit models import-xumx`` it).
 
 Parameter counts are stored rather than computed (building the large models takes seconds and
 hundreds of megabytes); ``tests/integration/test_fetch_weights.py`` checks them against the
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from stemkit.errors import StemkitError
 
 __all__ = [
+    "ALL_STEMS",
     "CATALOGUE",
     "Bundled",
     "CatalogueEntry",
@@ -50,6 +52,10 @@ HUB_PREFIX_NOTE = (
 )
 
 
+#: :attr:`WeightFile.target` of a file that holds every stem (a whole model).
+ALL_STEMS = "all stems"
+
+
 @dataclass(frozen=True)
 class WeightFile:
     """One published weights file.
@@ -57,7 +63,8 @@ class WeightFile:
     Attributes:
         url: where it is published.
         sha256: its SHA-256 as hex: all 64 digits, or the published prefix.
-        target: the stem it holds (Open-Unmix publishes one file per target).
+        target: the stem it holds (Open-Unmix publishes one file per target);
+            :data:`ALL_STEMS` for a file holding the whole model.
     """
 
     url: str
@@ -128,7 +135,8 @@ class Fetchable:
 
     Attributes:
         files: the files, one per stem for Open-Unmix, in stem order.
-        converter: ``"openunmix"`` (:func:`stemkit.artifacts.openunmix.import_openunmix`).
+        converter: ``"openunmix"`` (:func:`stemkit.artifacts.openunmix.import_openunmix`) or
+            ``"demucs-v1"`` (:func:`stemkit.artifacts.demucs_v1.import_demucs_v1`, one file).
         options: keyword arguments of the converter (rate, hop, ...) beyond the files.
         hash_note: how the hash is published.
     """
@@ -156,10 +164,12 @@ class NotFetchable:
         published: where the weights are published (URL and hash when known).
         reason: why they are not fetched: no hash to verify them, or they do not load into
             our architecture; and what the user can do instead.
+        by_hand: the ``stemkit models import-...`` line for the file fetched by hand, if any.
     """
 
     published: str
     reason: str
+    by_hand: str = ""
 
 
 WeightSource = Bundled | Fetchable | NotFetchable
@@ -180,6 +190,7 @@ class CatalogueEntry:
         score: the published score, ``None`` if none is recorded.
         weights: where the weights come from.
         licence: of the weights, when it restricts their use.
+        note: how running them in stemkit differs from upstream, when it does.
     """
 
     name: str
@@ -193,6 +204,7 @@ class CatalogueEntry:
     score: Score | None
     weights: WeightSource
     licence: str | None = None
+    note: str | None = None
 
     @property
     def status(self) -> str:
@@ -204,9 +216,14 @@ class CatalogueEntry:
         return "not fetchable"
 
     def import_command(self) -> str:
-        """The ``stemkit models import-openunmix`` line for files fetched by hand."""
-        if not isinstance(self.weights, Fetchable) or self.weights.converter != "openunmix":
+        """The ``stemkit models import-...`` line for files fetched by hand ("" if none)."""
+        if isinstance(self.weights, NotFetchable):
+            return self.weights.by_hand
+        if not isinstance(self.weights, Fetchable):
             return ""
+        if self.weights.converter == "demucs-v1":
+            (file,) = self.weights.files
+            return f"stemkit models import-demucs-v1 {file.filename} -o {self.name}.pt"
         files = " ".join(f.filename for f in self.weights.files)
         options = ""
         if [f.target for f in self.weights.files] != [
@@ -269,15 +286,29 @@ def _umx_kwargs(hidden: int, **extra: Any) -> dict[str, Any]:
 #: set them (the 2019 files record the rate, the hop nowhere), one Wiener EM iteration.
 _UMX_OPTIONS = {"sample_rate": 44100, "n_hop": 1024, "niter": 1}
 
-_DEMUCS_V1 = (
-    "the v1 release publishes {what} at https://dl.fbaipublicfiles.com/demucs/{file} (full "
-    "SHA-256 {sha} in its separate.py)"
+_DEMUCS_V1_HASH = (
+    "the full SHA-256 the v1 release's demucs/separate.py (PRETRAINED_MODELS) checks; the file "
+    "is a pickled whole model, read without running it (stemkit.artifacts.pickled_modules)"
 )
-_DEMUCS_V1_REASON = (
-    "the file is a pickled whole model (torch.save of demucs's own classes), which "
-    "weights_only loading refuses and no stemkit converter reads yet; train your own with "
-    "`stemkit train`"
+_DEMUCS_V1_NOTE = (
+    "same layers and weights as the release (strict load), the input standardised by its mono "
+    "mean and standard deviation as the release's separate.py does; differences: stemkit "
+    "standardises each chunk it separates (15 s, overlapping) by that chunk's statistics plus "
+    "1e-5 on the deviation, where separate.py standardises the whole track once and then "
+    "separates independent 10 s chunks; no random shifts (separate.py's default, --shifts 0)"
 )
+_TASNET_V1_NOTE = (
+    _DEMUCS_V1_NOTE + "; as the release, the last partial frame of a chunk is dropped and its "
+    "< 10 samples are silent (pad_end=False)"
+)
+
+
+def _demucs_v1_files(file: str, sha256: str) -> Fetchable:
+    return Fetchable(
+        (WeightFile(f"https://dl.fbaipublicfiles.com/demucs/{file}", sha256, ALL_STEMS),),
+        converter="demucs-v1",
+        hash_note=_DEMUCS_V1_HASH,
+    )
 
 
 def _demucs_score(
@@ -439,10 +470,12 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         weights=NotFetchable(
             published="https://zenodo.org/record/4704231/files/pretrained_xumx.pth (listed in "
             "asteroid 0.7.0's hub_utils; no hash published)",
-            reason="no published hash to verify the download against; download it by hand and "
-            "convert its state_dict with stemkit.artifacts.asteroid.convert_asteroid_state_dict "
-            "(no `stemkit models import-...` verb for X-UMX yet)",
+            reason="no published hash to verify the download against; download it by hand, "
+            "check it as you see fit, and convert it with `stemkit models import-xumx "
+            "pretrained_xumx.pth -o xumx-musdb18.pt`, then --model xumx-musdb18.pt",
+            by_hand="stemkit models import-xumx pretrained_xumx.pth -o xumx-musdb18.pt",
         ),
+        note="run with one Wiener EM iteration, as the recipe's eval.py separates (niter 1)",
     ),
     CatalogueEntry(
         name="demucs-v1",
@@ -454,14 +487,11 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         parameters=648_548_208,
         trained_on="MUSDB18",
         score=_demucs_score(6.29, 6.08, 5.83, 4.12, 5.58, "Demucs"),
-        weights=NotFetchable(
-            _DEMUCS_V1.format(
-                what="demucs.th",
-                file="demucs.th",
-                sha="b25b32a4772e43983d2e30cce17a85aaa1baf3aea0a6145eb591b0f393ac9312",
-            ),
-            _DEMUCS_V1_REASON,
+        weights=_demucs_v1_files(
+            "demucs.th",
+            "b25b32a4772e43983d2e30cce17a85aaa1baf3aea0a6145eb591b0f393ac9312",
         ),
+        note=_DEMUCS_V1_NOTE,
     ),
     CatalogueEntry(
         name="demucs-v1-extra",
@@ -473,52 +503,43 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         parameters=648_548_208,
         trained_on="MUSDB18 + extra multitracks",
         score=_demucs_score(7.05, 7.08, 6.70, 4.47, 6.33, "Demucs with extra data"),
-        weights=NotFetchable(
-            _DEMUCS_V1.format(
-                what="demucs_extra.th",
-                file="demucs_extra.th",
-                sha="099d3e7fcbb8da7484184ad6d84cd6c3820947ff0e2f52d5e622365685037cd7",
-            ),
-            _DEMUCS_V1_REASON,
+        weights=_demucs_v1_files(
+            "demucs_extra.th",
+            "099d3e7fcbb8da7484184ad6d84cd6c3820947ff0e2f52d5e622365685037cd7",
         ),
+        note=_DEMUCS_V1_NOTE,
     ),
     CatalogueEntry(
         name="tasnet-v1",
         title="Conv-TasNet for music (Demucs v1 repository, X=10)",
         system="convtasnet",
-        kwargs={"sources": list(DEMUCS_ORDER)},
+        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True, "pad_end": False},
         stems=DEMUCS_ORDER,
         sample_rate=44100,
         parameters=10_977_872,
         trained_on="MUSDB18",
         score=_demucs_score(6.81, 6.08, 5.66, 4.37, 5.73, "Conv-TasNet"),
-        weights=NotFetchable(
-            _DEMUCS_V1.format(
-                what="tasnet.th",
-                file="tasnet.th",
-                sha="d037cdbad294f1a7152af8742d8419c305e244810381a795ffcd22b8593360d8",
-            ),
-            _DEMUCS_V1_REASON,
+        weights=_demucs_v1_files(
+            "tasnet.th",
+            "d037cdbad294f1a7152af8742d8419c305e244810381a795ffcd22b8593360d8",
         ),
+        note=_TASNET_V1_NOTE,
     ),
     CatalogueEntry(
         name="tasnet-v1-extra",
         title="Conv-TasNet for music (Demucs v1 repository, X=10), with extra training data",
         system="convtasnet",
-        kwargs={"sources": list(DEMUCS_ORDER)},
+        kwargs={"sources": list(DEMUCS_ORDER), "X": 10, "normalize": True, "pad_end": False},
         stems=DEMUCS_ORDER,
         sample_rate=44100,
         parameters=10_977_872,
         trained_on="MUSDB18 + extra multitracks",
         score=_demucs_score(6.74, 7.11, 7.00, 4.44, 6.32, "Conv-TasNet with extra data"),
-        weights=NotFetchable(
-            _DEMUCS_V1.format(
-                what="tasnet_extra.th",
-                file="tasnet_extra.th",
-                sha="4a91ade51439ac41bb1914753c3aebd839eed17981379e6142478bcfa3a5461f",
-            ),
-            _DEMUCS_V1_REASON,
+        weights=_demucs_v1_files(
+            "tasnet_extra.th",
+            "4a91ade51439ac41bb1914753c3aebd839eed17981379e6142478bcfa3a5461f",
         ),
+        note=_TASNET_V1_NOTE,
     ),
     CatalogueEntry(
         name="bsrnn-replication",

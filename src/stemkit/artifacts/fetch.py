@@ -306,6 +306,11 @@ def _convert(entry: CatalogueEntry, weights: Fetchable, paths: list[Path], out: 
             origin=origin,
             **options,
         )
+    elif weights.converter == "demucs-v1":
+        from stemkit.artifacts.demucs_v1 import import_demucs_v1
+
+        (path,) = paths
+        import_demucs_v1(path, out, sources=entry.stems, origin=origin)
     else:  # pragma: no cover - the catalogue names only known converters
         raise StemkitError(f"{entry.name}: no converter {weights.converter!r}")
 
@@ -348,3 +353,17 @@ def load_catalogue_model(
             f"{error} (the cached copy of {entry.name}; `stemkit models fetch {entry.name} "
             "--force` fetches it anew)"
         ) from error
+
+
+def status_of(entry: CatalogueEntry) -> str:
+    """Where ``entry``'s weights are: ``"bundled"`` (inside stemkit), ``"missing"`` (a bundled
+    file absent from this install), ``"cached"`` (fetched before) or the entry's own status
+    (``"fetchable"``, ``"not fetchable"``)."""
+    from stemkit.artifacts.bundled import bundled_path
+    from stemkit.artifacts.catalogue import Bundled
+
+    if isinstance(entry.weights, Bundled):
+        return "bundled" if bundled_path(entry.weights.bundled_name).is_file() else "missing"
+    if is_cached(entry):
+        return "cached"
+    return entry.status

@@ -46,6 +46,7 @@ from stemkit.audio.io import (
     _ffmpeg_may_read,
     _last_line,
     _mp3_compression,
+    _opus_compression,
     _probe,
     _sndfile_writes_mp3,
     _unreadable,
@@ -343,6 +344,8 @@ class BlockWriter:
                         "bitrate_mode": "CONSTANT",
                         "compression_level": _mp3_compression(bitrate or 320, self.sample_rate),
                     }
+                elif self.subtype == "OPUS" and bitrate is not None:
+                    options = {"compression_level": _opus_compression(bitrate)}
                 self._handle = sf.SoundFile(
                     str(self._tmp),
                     "w",

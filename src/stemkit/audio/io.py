@@ -66,6 +66,9 @@ WRITE_RATES: dict[str, tuple[int, ...]] = {
 }
 #: Constant bit rates (kbit/s) an MPEG-1 layer III stream (32 to 48 kHz) can use.
 MP3_BITRATES: tuple[int, ...] = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+#: Target bit rates of Opus, kbit/s (libsndfile's range; libopus picks ~120 kbit/s stereo
+#: when none is given).
+OPUS_BITRATES: tuple[int, int] = (6, 512)
 
 #: Samples decoded and dropped before a seek point (4 mp3 frames of 1152 samples).
 _SEEK_WARMUP: dict[str, int] = {".mp3": 4 * 1152}
@@ -232,8 +235,9 @@ def write_audio(
         clip: what to do with samples outside [-1, 1] for every subtype but ``"FLOAT"``:
             ``"warn"`` clamps them and emits a :class:`ClippingWarning` saying how many there
             were; ``"clamp"`` clamps silently; ``"rescale"`` divides the whole signal by its peak.
-        bitrate: mp3 only: constant bit rate in kbit/s, one of :data:`MP3_BITRATES`
-            (None: 320).
+        bitrate: mp3: constant bit rate in kbit/s, one of :data:`MP3_BITRATES` (None: 320);
+            Opus: target (variable) bit rate in kbit/s within :data:`OPUS_BITRATES` (None:
+            libopus' choice).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -275,6 +279,8 @@ def write_audio(
                     "bitrate_mode": "CONSTANT",
                     "compression_level": _mp3_compression(bitrate or 320, int(sample_rate)),
                 }
+            elif subtype == "OPUS" and bitrate is not None:
+                options = {"compression_level": _opus_compression(bitrate)}
             sf.write(
                 str(tmp),
                 frames,
@@ -331,18 +337,35 @@ def check_write_settings(
             f"{extension} files store {', '.join(f'{r:g}' for r in rates)} Hz, not "
             f"{sample_rate} Hz; resample first",
         )
-    if bitrate is not None and (subtype != "MPEG_LAYER_III" or bitrate not in MP3_BITRATES):
-        raise AudioError(
-            path,
-            f"a bit rate of {bitrate} kbit/s cannot be written; mp3 takes "
-            f"{', '.join(map(str, MP3_BITRATES))}",
-        )
+    if bitrate is not None:
+        _check_bitrate(path, subtype, bitrate)
     return subtype
 
 
 def _sndfile_writes_mp3() -> bool:
     """Whether this libsndfile (1.1 or later, built with LAME) writes mp3."""
     return "MP3" in sf.available_formats()
+
+
+def _check_bitrate(path: Path, subtype: str, bitrate: int) -> None:
+    """Refuse a bit rate the codec of ``subtype`` cannot be set to."""
+    if subtype == "MPEG_LAYER_III" and bitrate in MP3_BITRATES:
+        return
+    low, high = OPUS_BITRATES
+    if subtype == "OPUS" and low <= bitrate <= high:
+        return
+    raise AudioError(
+        path,
+        f"a bit rate of {bitrate} kbit/s cannot be written; mp3 takes "
+        f"{', '.join(map(str, MP3_BITRATES))}, opus {low} to {high}, other formats none",
+    )
+
+
+def _opus_compression(bitrate: int) -> float:
+    """libsndfile's compression level for an Opus target ``bitrate`` (kbit/s): it maps the
+    level ``c`` in [0, 1] linearly onto 512 down to 6 kbit/s."""
+    low, high = OPUS_BITRATES
+    return (high - bitrate) / (high - low)
 
 
 def _mp3_compression(bitrate: int, sample_rate: int) -> float:

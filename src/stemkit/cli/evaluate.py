@@ -42,7 +42,11 @@ def add_parser(subparsers: Any) -> None:
         help="chunk length in seconds (default: the model's own; 0 = whole tracks)",
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (auto)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="tracks scored in parallel")
     parser.add_argument(
@@ -70,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from stemkit.artifacts import load_model
     from stemkit.data.factory import detect_format
     from stemkit.evaluation import evaluate
+    from stemkit.runtime import resolve_device
 
+    args.device = str(resolve_device(args.device))  # a wrong device: one line, before any work
     model = load_model(args.model)
     if detect_format(args.data) == "mir1k":
         return _mir1k(args, model)

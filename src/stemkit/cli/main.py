@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "data",
     "models",
     "demo",
+    "serve",
 )
 
 

@@ -78,7 +78,8 @@ def refuse_untrained(spec: str) -> StemkitError:
         f"--model {spec} has no trained weights: it would separate with random ones and write "
         f"noise; use a bundled model ({bundled}), a model with published weights ({fetchable}; "
         "fetched once, `stemkit models` lists them), a checkpoint file (from `stemkit train`, "
-        "or `stemkit models import-openunmix` for Open-Unmix files fetched by hand), or pass "
+        "or `stemkit models import-openunmix`, `import-demucs-v1` or `import-xumx` for "
+        "published files fetched by hand), or pass "
         "--random-weights to separate with random weights anyway (for testing)"
     )
 

@@ -9,7 +9,10 @@ Verbs:
 * ``stemkit models fetch NAME...``: download, verify, convert and cache published weights now
   (``stemkit separate --model NAME`` does it on first use);
 * ``stemkit models import-openunmix PATH... -o OUT.pt``: official Open-Unmix per-target files
-  (either layout) into one stemkit checkpoint that ``stemkit separate --model OUT.pt`` uses.
+  (either layout) into one stemkit checkpoint that ``stemkit separate --model OUT.pt`` uses;
+* ``stemkit models import-demucs-v1 PATH -o OUT.pt``: a Demucs v1 release file (``demucs.th``,
+  ``tasnet.th``, ...), read without running anything from the pickle;
+* ``stemkit models import-xumx PATH -o OUT.pt``: asteroid's X-UMX ``.pth``.
 """
 
 from __future__ import annotations
@@ -99,6 +102,43 @@ def add_parser(subparsers: Any) -> None:
         help="override the hop size (default: from separator.json, else n_fft / 4)",
     )
     imp.add_argument("--force", action="store_true", help="replace OUT.pt if it exists")
+
+    v1 = verbs.add_parser(
+        "import-demucs-v1",
+        help="convert a Demucs v1 release file (demucs.th, tasnet.th, ...) into a checkpoint",
+        description="Convert a file of the Demucs v1 release (demucs.th, demucs_extra.th, "
+        "tasnet.th, tasnet_extra.th: pickled whole models) into a stemkit checkpoint. The pickle "
+        "is read with an unpickler that accepts only tensors, plain containers and module "
+        "classes, as inert records: nothing from the file is run, and demucs is not needed.",
+    )
+    v1.add_argument("path", metavar="PATH", help="the release's .th file")
+    v1.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="checkpoint to write")
+    v1.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="stem names in the file's order (default for four: drums bass other vocals)",
+    )
+    v1.add_argument("--force", action="store_true", help="replace OUT.pt if it exists")
+
+    xumx = verbs.add_parser(
+        "import-xumx",
+        help="convert asteroid's X-UMX .pth into a stemkit checkpoint",
+        description="Convert asteroid's X-UMX weights (the recipe's model.serialize() file, "
+        "e.g. pretrained_xumx.pth: state_dict and model_args) into a stemkit xumx checkpoint. "
+        "Read with an unpickler that accepts only tensors and plain containers.",
+    )
+    xumx.add_argument("path", metavar="PATH", help="asteroid's .pth file")
+    xumx.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="checkpoint to write")
+    xumx.add_argument(
+        "--niter",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Wiener EM iterations at separation time (1, as the recipe; 0 for streaming)",
+    )
+    xumx.add_argument("--force", action="store_true", help="replace OUT.pt if it exists")
     parser.set_defaults(func=run)
 
 
@@ -107,23 +147,13 @@ def run(args: argparse.Namespace) -> int:
     verb = getattr(args, "models_verb", None)
     if verb == "import-openunmix":
         return run_import(args)
+    if verb in ("import-demucs-v1", "import-xumx"):
+        return run_import_whole(args)
     if verb == "fetch":
         return run_fetch(args)
     if verb == "info":
         return run_info(args)
     return run_list(args)
-
-
-def _status(entry: Any) -> str:
-    from stemkit.artifacts.bundled import bundled_path
-    from stemkit.artifacts.catalogue import Bundled
-    from stemkit.artifacts.fetch import is_cached
-
-    if isinstance(entry.weights, Bundled):
-        return "bundled" if bundled_path(entry.weights.bundled_name).is_file() else "missing"
-    if is_cached(entry):
-        return "cached"
-    return entry.status
 
 
 def _parameters(count: int | None) -> str:
@@ -139,7 +169,7 @@ def run_list(args: argparse.Namespace) -> int:
     from stemkit import models
     from stemkit.artifacts import CATALOGUE
     from stemkit.artifacts.catalogue import CSDR, USDR
-    from stemkit.artifacts.fetch import cache_dir
+    from stemkit.artifacts.fetch import cache_dir, status_of
 
     header = ("name", "system", "stems", "rate", "parameters", "trained on", "score", "status")
     rows = [
@@ -151,7 +181,7 @@ def run_list(args: argparse.Namespace) -> int:
             _parameters(entry.parameters),
             entry.trained_on,
             entry.score.short() if entry.score else "not recorded",
-            _status(entry),
+            status_of(entry),
         )
         for entry in CATALOGUE.values()
     ]
@@ -182,7 +212,7 @@ def run_info(args: argparse.Namespace) -> int:
     """Print one catalogue entry in full."""
     from stemkit.artifacts import get_entry
     from stemkit.artifacts.catalogue import Fetchable, NotFetchable
-    from stemkit.artifacts.fetch import cached_path
+    from stemkit.artifacts.fetch import cached_path, status_of
 
     entry = get_entry(args.name)
     kwargs = ", ".join(f"{key}={value!r}" for key, value in entry.kwargs.items())
@@ -205,7 +235,7 @@ def run_info(args: argparse.Namespace) -> int:
             f"average {score.mean:.2f}",
             f"  score source: {score.reference}",
         ]
-    lines.append(f"  status: {_status(entry)}")
+    lines.append(f"  status: {status_of(entry)}")
     if isinstance(entry.weights, Fetchable):
         lines.append(f"  hash: {entry.weights.hash_note}")
         for file in entry.weights.files:
@@ -215,6 +245,10 @@ def run_info(args: argparse.Namespace) -> int:
     elif isinstance(entry.weights, NotFetchable):
         lines.append(f"  published: {entry.weights.published}")
         lines.append(f"  not fetchable: {entry.weights.reason}")
+        if entry.weights.by_hand:
+            lines.append(f"  by hand: {entry.weights.by_hand}")
+    if entry.note:
+        lines.append(f"  note: {entry.note}")
     print("\n".join(lines))
     return 0
 
@@ -239,17 +273,52 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_import(args: argparse.Namespace) -> int:
-    """Convert ``args.paths`` into the checkpoint ``args.output`` and describe it."""
-    from stemkit.artifacts.checkpoint import load_checkpoint
-    from stemkit.artifacts.openunmix import import_openunmix
+def _check_output(args: argparse.Namespace) -> Path:
     from stemkit.errors import StemkitError
 
     out = Path(args.output)
     if out.exists() and not args.force:
         raise StemkitError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
-        raise StemkitError(f"{out} is a folder; give a file name such as {out / 'umx.pt'}")
+        raise StemkitError(f"{out} is a folder; give a file name such as {out / 'model.pt'}")
+    return out
+
+
+def run_import_whole(args: argparse.Namespace) -> int:
+    """``import-demucs-v1`` / ``import-xumx``: convert ``args.path`` into ``args.output``."""
+    from stemkit.artifacts.checkpoint import load_checkpoint
+    from stemkit.errors import StemkitError
+
+    out = _check_output(args)
+    if args.models_verb == "import-demucs-v1":
+        from stemkit.artifacts.demucs_v1 import import_demucs_v1
+
+        path = import_demucs_v1(args.path, out, sources=args.sources)
+    else:
+        from stemkit.artifacts.asteroid import import_xumx
+
+        if args.niter < 0:
+            raise StemkitError(f"--niter must be 0 or more, got {args.niter}")
+        path = import_xumx(args.path, out, niter=args.niter)
+    payload = load_checkpoint(path)
+    settings = ", ".join(
+        f"{key} {value}" for key, value in payload["model_kwargs"].items() if key != "sources"
+    )
+    print(
+        f"imported {payload['model_name']} ({', '.join(payload['sources'])}): {settings}",
+        file=sys.stderr,
+    )
+    print(path)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Convert ``args.paths`` into the checkpoint ``args.output`` and describe it."""
+    from stemkit.artifacts.checkpoint import load_checkpoint
+    from stemkit.artifacts.openunmix import import_openunmix
+    from stemkit.errors import StemkitError
+
+    out = _check_output(args)
     if args.niter < 0:
         raise StemkitError(f"--niter must be 0 or more, got {args.niter}")
     for option, value in (("--sample-rate", args.sample_rate), ("--n-hop", args.n_hop)):

@@ -1,10 +1,12 @@
 """``stemkit separate``: split songs into stems, one folder of audio files per song.
 
-The output is ``DIR/<song>/<stem>.<format>`` (songs found in a folder keep their subfolder:
-``DIR/<subfolder>/<song>/``; see :mod:`stemkit.cli.songs`). Songs are files of any format
-soundfile or ffmpeg decodes, folders or quoted glob patterns; stems are written as wav, flac,
-mp3, ogg (Vorbis) or opus, at the input's rate by default. ``--two-stems vocals`` writes
-``vocals`` and ``no_vocals`` (the mixture minus the vocals, so the two add up to the mixture).
+The output is ``DIR/<song>/<stem>.<format>`` (``--filename`` changes the names; songs found
+in a folder keep their subfolder: ``DIR/<subfolder>/<song>/``; see :mod:`stemkit.cli.songs`).
+Songs are files of any format soundfile or ffmpeg decodes, folders or quoted glob patterns;
+stems are written as wav, flac, mp3, ogg (Vorbis) or opus, at the input's rate by default.
+``--two-stems vocals`` writes ``vocals`` and ``no_vocals`` (the mixture minus the vocals, so
+the two add up to the mixture); models with one network per stem and no joint filter (BSRNN,
+Open-Unmix with ``niter=0``) then run only that stem's network.
 
 Before any work the command names the model and what it was trained on; a catalogue name
 (``umxhq``) uses its published weights, fetched and converted on first use and cached after
@@ -54,14 +56,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from stemkit.api import FORMATS, MP3_BITRATES, SUBTYPES
+from stemkit.api import FORMATS, MP3_BITRATES, OPUS_BITRATES, SUBTYPES
 from stemkit.cli.logs import BARE, PLAIN
 
 if TYPE_CHECKING:
     import torch
 
+    from stemkit import outputs
     from stemkit.api import StemFiles
     from stemkit.cli.songs import Song
 
@@ -145,12 +148,14 @@ def add_parser(subparsers: Any) -> None:
         help="wav and flac: 16 or 24-bit integers, or 32-bit float (wav only) (16)",
     )
     parser.add_argument(
+        "--bitrate",
         "--mp3-bitrate",
         type=int,
-        choices=MP3_BITRATES,
         default=None,
         metavar="KBPS",
-        help=f"mp3 constant bit rate in kbit/s, {MP3_BITRATES[0]} to {MP3_BITRATES[-1]} (320)",
+        help=f"mp3: constant bit rate in kbit/s, {', '.join(map(str, MP3_BITRATES))} (320); "
+        f"opus: target bit rate, {OPUS_BITRATES[0]} to {OPUS_BITRATES[1]} (libopus' choice, "
+        "about 120 for stereo)",
     )
     parser.add_argument(
         "--sample-rate",
@@ -184,6 +189,14 @@ def add_parser(subparsers: Any) -> None:
         metavar="STEM",
         help="write STEM and no_STEM, the mixture minus STEM (e.g. --two-stems vocals for "
         "karaoke); the two add up to the mixture at the model's rate (exactly with --bits 32)",
+    )
+    parser.add_argument(
+        "--filename",
+        default="{track}/{stem}.{ext}",
+        metavar="TEMPLATE",
+        help="where each stem goes under DIR: a folder holding {track} (the song's name), then "
+        "a file name holding {stem} and {ext}, e.g. '{track}/{track} - {stem}.{ext}' "
+        "({track}/{stem}.{ext})",
     )
     parser.add_argument(
         "--skip-existing",
@@ -223,11 +236,13 @@ def run(args: argparse.Namespace) -> int:
     from stemkit.runtime import resolve_device
 
     output = _output_settings(args)
+    file_names = outputs.FileNames(args.filename)
     device = resolve_device(args.device)
     output_root = Path(args.output)
     songs = find_songs(args.songs, exclude=output_root)
     roots = sorted({output_root / song.subfolder for song in songs})
-    names = [outputs.folder_name(song.path) for song in songs]  # refuses "..wav" early
+    # refuses "..wav" early
+    names = [file_names.folder(outputs.folder_name(song.path)) for song in songs]
     created: list[Path] = []
     try:
         for root in roots:  # a bad --output fails now, not after separating
@@ -252,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("skipping %d song(s) already separated in %s", len(skipped), output_root)
         if not jobs:
             return 0
-        return _separate_all(args, jobs, device, output)
+        return _separate_all(args, jobs, device, output, file_names)
     except StemkitError:
         # A refused command leaves no trace: not even the output folders it created.
         outputs.remove_if_empty(created)
@@ -260,36 +275,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output_settings(args: argparse.Namespace) -> StemFiles:
-    """``--format``, ``--bits``, ``--mp3-bitrate`` and ``--sample-rate``, checked together."""
+    """``--format``, ``--bits``, ``--bitrate``, ``--sample-rate`` and ``--clip``, checked
+    together (:meth:`stemkit.api.StemFiles.from_options`)."""
     from stemkit.api import StemFiles
-    from stemkit.errors import StemkitError
 
-    extension, lossy = FORMATS[args.format]
-    if lossy is not None and args.bits is not None:
-        raise StemkitError(
-            f"--bits sets the sample size of wav and flac; {args.format} has none (drop --bits)"
-        )
-    if args.mp3_bitrate is not None and args.format != "mp3":
-        raise StemkitError("--mp3-bitrate applies to --format mp3 only")
-    subtype = lossy or SUBTYPES[args.bits or 16]
-    if extension == ".flac" and subtype == "FLOAT":
-        raise StemkitError("flac stores 16 or 24-bit integers; use --bits 16/24 or --format wav")
-    rate: int | Literal["input", "model"]
-    text = str(args.sample_rate).strip().lower()
-    if text in ("input", "model"):
-        rate = "input" if text == "input" else "model"
-    else:
-        try:
-            rate = int(text)
-        except ValueError:
-            rate = 0
-        if not 1000 <= rate <= 384000:
-            raise StemkitError(
-                f"--sample-rate {args.sample_rate!r}: use input, model or a rate in Hz "
-                "from 1000 to 384000"
-            )
-    bitrate = (args.mp3_bitrate or 320) if args.format == "mp3" else None
-    return StemFiles(args.format, subtype, rate, bitrate, args.clip)
+    return StemFiles.from_options(args.format, args.bits, args.bitrate, args.sample_rate, args.clip)
 
 
 def _complete(folder: Path) -> bool:
@@ -310,7 +300,11 @@ def _complete(folder: Path) -> bool:
 
 
 def _separate_all(
-    args: argparse.Namespace, jobs: list[_Job], device: torch.device, output: StemFiles
+    args: argparse.Namespace,
+    jobs: list[_Job],
+    device: torch.device,
+    output: StemFiles,
+    file_names: outputs.FileNames,
 ) -> int:
     """Load the model, separate and write every song; a song that fails is reported and the
     others go on. Returns 0 when all succeeded, 1 when some failed."""
@@ -373,6 +367,7 @@ def _separate_all(
                 two_stems=args.two_stems,
                 force=args.force,
                 downmix=args.downmix,
+                names=file_names,
             )
         except (AudioError, outputs.OutputError) as error:
             logger.error("%s", error)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from stemkit.data.musdb import MIXTURE, SUBSETS, Track
+from stemkit.energy import Meter, total
 from stemkit.errors import StemkitError
 from stemkit.metrics.bsseval import bss_eval_v4
 from stemkit.metrics.report import Report, TrackScores, write_report
@@ -237,7 +238,8 @@ def evaluate(
         else:
             _run_parallel(model, todo, options, min(jobs, len(todo)), finish, bar.update)
 
-    report = Report(method=method, sources=sources, tracks=[done[t.name] for t in tracks])
+    scored = [done[t.name] for t in tracks]
+    report = Report(method=method, sources=sources, tracks=scored, cost=cost_totals(scored))
     if out is not None:
         write_json(out / "summary.json", report.summary())
         write_report(report, out)
@@ -278,20 +280,50 @@ def _separate_and_score(
         model.set_references(
             _resample_stems(references, track.sample_rate, model.sample_rate), rest=rest
         )
-    estimates = separate(
-        model,
-        model_mixture,
-        segment=None if oracle else segment,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=device,
-    )
+    with Meter() as separation:
+        estimates = separate(
+            model,
+            model_mixture,
+            segment=None if oracle else segment,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+        )
     estimates = _resample_stems(estimates, model.sample_rate, track.sample_rate)
     estimates = _fit_length(estimates, references.shape[-1])
     _check_finite(f"{track.folder}: track '{track.name}'", estimates.numpy(), sources)
-    return score_track(
-        track.name, references, estimates, sources, track.sample_rate, metrics, mixture=mixture
-    )
+    with Meter() as scoring:
+        scores = score_track(
+            track.name, references, estimates, sources, track.sample_rate, metrics, mixture=mixture
+        )
+    scores.cost = {
+        "audio_seconds": references.shape[-1] / track.sample_rate,
+        "separation": separation.record(),
+        "scoring": scoring.record(),
+    }
+    return scores
+
+
+def cost_totals(tracks: Sequence[TrackScores]) -> dict[str, Any]:
+    """What separating and scoring ``tracks`` cost in all, from their measured spans; empty
+    when a track's cost was not measured (scores from an older stemkit, or museval's).
+
+    ``real_time_factor`` is the audio's duration over the separation's wall time (above 1:
+    faster than real time).
+    """
+    if not tracks or not all(t.cost for t in tracks):
+        return {}
+    audio = sum(float(t.cost["audio_seconds"]) for t in tracks)
+    separation = total([t.cost["separation"] for t in tracks])
+    scoring = total([t.cost["scoring"] for t in tracks])
+    return {
+        "audio_seconds": audio,
+        "separation": separation,
+        "scoring": scoring,
+        "real_time_factor": audio / separation["seconds"] if separation["seconds"] else None,
+        "method": tracks[0].cost["separation"]["method"],
+        "constants": tracks[0].cost["separation"]["constants"],
+    }
 
 
 def _read_stem(track: Track, stem: str, channels: int) -> torch.Tensor:

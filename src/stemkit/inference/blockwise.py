@@ -53,6 +53,7 @@ def separate_blocks(
     progress: bool = False,
     generator: torch.Generator | None = None,
     total: int | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
 ) -> Iterator[Tensor]:
     """Separate a mixture given block by block; yield its stems as they become final.
 
@@ -61,7 +62,10 @@ def separate_blocks(
             :func:`stemkit.inference.separate`.
         blocks: the mixture ``(channels, n)`` in order, at the model's rate; blocks may have
             any length (empty ones are skipped).
-        total: the expected number of samples, for the progress bar only.
+        total: the expected number of samples, for the progress reports only.
+        on_progress: called as ``on_progress(done, total)`` after each batch of chunks, the
+            counts summed over the shift passes; ``total`` is estimated from ``total`` samples
+            (never below ``done``), and is exact once the stream ends.
 
     Yields:
         ``(sources, channels, m)`` on the CPU in the blocks' dtype; joined, they equal
@@ -85,9 +89,15 @@ def separate_blocks(
         bar_total = sum(_nb_chunks(total + d, segment_length, overlap_length) for d in delays)
     bar = tqdm(total=bar_total, unit="chunk", disable=not progress, leave=False)
 
+    done = 0
+
     def run(batch: Tensor) -> Tensor:
+        nonlocal done
         predictions = predict(model, batch, device)
         bar.update(batch.shape[0])
+        done += batch.shape[0]
+        if on_progress is not None:
+            on_progress(done, max(done, bar_total or 0))
         return predictions
 
     passes = [_Pass(run, delay, segment_length, overlap_length, batch_size) for delay in delays]
@@ -106,6 +116,8 @@ def separate_blocks(
             yield from _merge(passes)
         if received == 0:
             raise ValueError("the mixture must be (channels, time) with time > 0, got no samples")
+        bar_total = sum(_nb_chunks(received + d, segment_length, overlap_length) for d in delays)
+        bar.total = bar_total
         for one in passes:
             one.finish()
         yield from _merge(passes)

@@ -61,6 +61,7 @@ def separate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     generator: torch.Generator | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
 ) -> Tensor:
     """Separate a whole mixture with ``model``, chunk by chunk.
 
@@ -77,6 +78,8 @@ def separate(
         device: where the model runs; the result comes back on the CPU.
         progress: show a tqdm bar over the chunks on stderr.
         generator: random source of the shift delays, for reproducible results.
+        on_progress: called as ``on_progress(done, total)`` after each batch of chunks, the
+            counts summed over the shift passes (the web service's progress bars).
 
     Returns:
         ``(sources, channels, time)`` on the CPU, in the dtype of ``mixture``.
@@ -113,6 +116,15 @@ def separate(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=sum(totals), unit="chunk", disable=not progress, leave=False)
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        bar.update(count)
+        done += count
+        if on_progress is not None:
+            on_progress(done, sum(totals))
+
     try:
         result: Tensor | None = None
         for count, delay in enumerate(delays, start=1):
@@ -124,7 +136,7 @@ def separate(
                 overlap_length,
                 batch_size,
                 device,
-                bar.update,
+                advance,
             )
             if result is None:
                 result = estimate

@@ -74,6 +74,8 @@ class TrackScores:
         baseline_sdr_frames: frame SDR of that baseline (all-NaN where unknown).
         other_frames: ``{metric: {source: (nb_frames,)}}`` for ISR, SIR and SAR, present only
             when the full BSS Eval was computed.
+        cost: what separating and scoring the track cost (time, energy; see
+            :mod:`stemkit.energy`), stored under ``stemkit.cost``; empty when not measured.
     """
 
     name: str
@@ -82,6 +84,7 @@ class TrackScores:
     baseline_usdr: dict[str, float]
     baseline_sdr_frames: dict[str, np.ndarray]
     other_frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def frames(self, metric: str) -> dict[str, np.ndarray]:
         """``{source: (nb_frames,)}`` of ``metric`` (``"SDR"``, ``"ISR"``, …); may be empty."""
@@ -104,6 +107,8 @@ class TrackScores:
                 s: [_json_number(v) for v in f] for s, f in self.baseline_sdr_frames.items()
             },
         }
+        if self.cost:
+            extra["cost"] = self.cost
         return track_document(frames, extra=extra)
 
     @classmethod
@@ -146,6 +151,7 @@ class TrackScores:
                 for s in sources
             },
             other_frames={m: c for m, c in per_metric.items() if m != "SDR"},
+            cost=dict(extra.get("cost", {})),
         )
 
 
@@ -156,6 +162,8 @@ class Report:
     method: str
     sources: tuple[str, ...]
     tracks: list[TrackScores] = field(default_factory=list)
+    #: totals of the tracks' costs, when every track's was measured (set by the evaluation)
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> tuple[str, ...]:
         """The BSS Eval metrics every track has (``("SDR",)`` in fast mode, else all four)."""
@@ -192,6 +200,7 @@ class Report:
                 if key[1:] not in METRIC_ORDER or key[1:] in self.metrics()
             },
             "sources": rows,
+            **({"cost": self.cost} if self.cost else {}),
         }
 
     def columns(self) -> list[tuple[str, str]]:

@@ -199,6 +199,20 @@ class SeparationModel(nn.Module):
         """
         raise StemkitError(f"{type(self).__name__} separates without references")
 
+    def isolate(self, target: str) -> SeparationModel | None:
+        """A model that computes ``target`` without computing the other sources, if this one can.
+
+        For a two-stem split (``target`` and the mixture minus it) the other sources' networks
+        need not run when each source has its own (Open-Unmix, BSRNN without SIMO). The
+        returned model shares this one's modules (no copy of the weights); its first source is
+        ``target``, and its ``target`` stem is this model's (up to float rounding): a model
+        that filters its sources jointly (a Wiener EM, a ratio mask) cannot isolate one.
+
+        Returns:
+            The lighter model, or None when the sources are computed jointly (the default).
+        """
+        return None
+
     def frame_stream(self) -> FrameStream:
         """A :class:`FrameStream` that separates this model's STFT frames as they come.
 

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -365,6 +366,18 @@ class BSRNN(SeparationModel):
     def forward(self, mixture: Tensor) -> Tensor:
         """``(batch, channels, time)`` → ``(batch, sources, channels, time)``."""
         return self.forward_with_spec(mixture)[0]
+
+    def isolate(self, target: str) -> BSRNN | None:
+        """This model with the network of ``target`` only (one network per source: the
+        stem is exactly the full model's); None for SIMO, whose network is shared."""
+        if self.simo or target not in self.sources or len(self.sources) == 1:
+            return None
+        isolated = copy.copy(self)
+        # copy.copy shares the module dictionaries: give the copy its own before replacing
+        isolated._modules = dict(self._modules)
+        isolated.networks = nn.ModuleDict({target: self.networks[target]})
+        isolated.sources = (target,)
+        return isolated
 
 
 def _check_arguments(args: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from stemkit import MUSDB_SOURCES
 from stemkit.models.base import SeparationModel
 from stemkit.models.registry import register
 
-__all__ = ["BLSTM", "Demucs", "center_trim", "rescale_conv_weights"]
+__all__ = ["BLSTM", "Demucs", "center_trim", "rescale_conv_weights", "standardize"]
 
 # Added to the mixture's standard deviation so that a silent input does not divide by zero.
 _NORM_EPS = 1e-5
@@ -46,6 +46,24 @@ def center_trim(signal: Tensor, length: int) -> Tensor:
         raise ValueError(f"cannot trim {signal.shape[-1]} samples to {length}")
     start = excess // 2
     return signal[..., start : start + length]
+
+
+def standardize(mixture: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mixture - mean) / scale`` with the mean and standard deviation of the mono downmix.
+
+    Args:
+        mixture: ``(batch, channels, time)``.
+
+    Returns:
+        The standardised mixture, and ``mean`` and ``scale`` (the standard deviation plus a
+        small constant, so that silence does not divide by zero), each ``(batch, 1, 1)``: the
+        outputs go back with ``estimate * scale + mean``.
+    """
+    mono = mixture.mean(dim=1, keepdim=True)
+    mean = mono.mean(dim=-1, keepdim=True)
+    std = mono.std(dim=-1, keepdim=True) if mixture.shape[-1] > 1 else torch.zeros_like(mean)
+    scale = std + _NORM_EPS
+    return (mixture - mean) / scale, mean, scale
 
 
 def rescale_conv_weights(module: nn.Module, reference: float) -> None:
@@ -203,10 +221,7 @@ class Demucs(SeparationModel):
         batch, _, length = mixture.shape
         x = mixture
         if self.normalize:
-            mono = mixture.mean(dim=1, keepdim=True)
-            mean = mono.mean(dim=-1, keepdim=True)
-            std = mono.std(dim=-1, keepdim=True) if length > 1 else torch.zeros_like(mean)
-            x = (x - mean) / (std + _NORM_EPS)
+            x, mean, scale = standardize(mixture)
         padding = self.valid_length(length) - length
         x = F.pad(x, (padding // 2, padding - padding // 2))
 
@@ -223,5 +238,5 @@ class Demucs(SeparationModel):
         x = center_trim(x, length)
         stems = x.reshape(batch, len(self.sources), self.audio_channels, length)
         if self.normalize:
-            stems = stems * (std + _NORM_EPS).unsqueeze(1) + mean.unsqueeze(1)
+            stems = stems * scale.unsqueeze(1) + mean.unsqueeze(1)
         return stems

@@ -14,7 +14,8 @@ residual: the music version has no separate skip-connection path (that is what g
 published parameter counts, spec-notes §8). No layer has a bias except the norms and PReLUs.
 
 The mixture is padded at the end so that the frames cover it exactly and the output is cut back
-to the input length, so any length works.
+to the input length, so any length works. (The Demucs v1 release instead drops the last partial
+frame and leaves its samples silent: ``pad_end=False``, for its published weights.)
 
 Example:
     >>> from stemkit.models import build
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from stemkit import MUSDB_SOURCES
 from stemkit.models.base import SeparationModel
+from stemkit.models.demucs import standardize
 from stemkit.models.registry import register
 
 __all__ = ["ConvTasNet", "TemporalBlock", "channelwise_layer_norm", "global_layer_norm"]
@@ -250,6 +252,16 @@ class ConvTasNet(SeparationModel):
         P: kernel size of the depthwise convolutions (odd).
         X: blocks per repeat (dilations ``1, 2, …, 2^(X-1)``); 10 in the music paper's runs.
         R: repeats.
+        normalize: standardise the mixture by the mean and standard deviation of its mono
+            downmix (one pair per batch item) and map every output back with the same pair, as
+            :class:`~stemkit.models.demucs.Demucs` does. Off by default; on for the Demucs v1
+            release's Conv-TasNet weights, which were trained on and applied to standardised
+            tracks (its ``separate.py``).
+        pad_end: pad the end of the mixture to a whole frame (default), or, as the Demucs v1
+            release does, drop the last partial frame and output silence for its ``< L / 2``
+            samples (then a mixture shorter than ``L`` is still padded). The frames differ by
+            one, and every global layer norm sees them all, so the release's weights are run
+            with ``False`` to give the release's output.
 
     Shapes:
         forward: ``(batch, audio_channels, time)`` → ``(batch, sources, audio_channels, time)``.
@@ -267,6 +279,8 @@ class ConvTasNet(SeparationModel):
         P: int = 3,
         X: int = 10,
         R: int = 4,
+        normalize: bool = False,
+        pad_end: bool = True,
     ) -> None:
         super().__init__(tuple(sources), sample_rate, audio_channels)
         if not self.sources:
@@ -281,6 +295,8 @@ class ConvTasNet(SeparationModel):
         self.nb_filters = N
         self.filter_length = L
         self.hop = L // 2
+        self.normalize = normalize
+        self.pad_end = pad_end
 
         self.encoder = nn.Conv1d(audio_channels, N, L, stride=self.hop, bias=False)
         self.separator = nn.Sequential(
@@ -310,7 +326,13 @@ class ConvTasNet(SeparationModel):
                 f"got {tuple(mixture.shape)}"
             )
         batch, channels, length = mixture.shape
-        x = F.pad(mixture, (0, self.valid_length(length) - length))
+        if self.normalize:
+            mixture, mean, std = standardize(mixture)
+        if self.pad_end or length < self.filter_length:
+            x = F.pad(mixture, (0, self.valid_length(length) - length))
+        else:  # whole frames only, as the Demucs v1 release
+            whole = (length - self.filter_length) // self.hop * self.hop
+            x = mixture[..., : self.filter_length + whole]
         frames = F.relu(self.encoder(x))  # (batch, N, nb_frames)
         nb_frames = frames.shape[-1]
         if torch.is_grad_enabled():
@@ -330,7 +352,12 @@ class ConvTasNet(SeparationModel):
         stems = samples.new_zeros(batch, len(self.sources), channels, nb_frames + 1, self.hop)
         stems[..., :-1, :] += samples[:, :, :, 0].transpose(-1, -2)
         stems[..., 1:, :] += samples[:, :, :, 1].transpose(-1, -2)
-        return stems.flatten(-2)[..., :length]
+        out = stems.flatten(-2)[..., :length]
+        if out.shape[-1] < length:  # pad_end=False: the partial frame's samples are silent
+            out = F.pad(out, (0, length - out.shape[-1]))
+        if self.normalize:
+            out = out * std.unsqueeze(1) + mean.unsqueeze(1)
+        return out
 
     def _masks_inplace(self, frames: Tensor) -> Tensor:
         """The separator's output (before its ReLU) without autograd, updating blocks in place.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from typing import Any
 
 from stemkit.errors import StemkitError
 from stemkit.train.config import TrainConfig, resolve_config
+
+logger = logging.getLogger(__name__)
 
 #: Placeholder of a value the table cannot give.
 MISSING = "–"
@@ -171,16 +174,13 @@ def run_variant(
     summary_path = run_dir / "eval" / "summary.json"
     check_same_run(run_dir, config_to_dict(config))
     if run_finished(config):
-        if progress:
-            print(f"[{variant.name}] training finished earlier: skipped")
+        logger.info("[%s] training finished earlier: skipped", variant.name)
     else:
-        if progress:
-            print(f"[{variant.name}] training in {run_dir}")
+        logger.info("[%s] training in %s", variant.name, run_dir)
         train(config, progress=progress)
         summary_path.unlink(missing_ok=True)  # new weights: the old scores are stale
     if _scored(summary_path):
-        if progress:
-            print(f"[{variant.name}] already evaluated: {summary_path}")
+        logger.info("[%s] already evaluated: %s", variant.name, summary_path)
         return summary_path
     best = run_dir / "best.pt"
     if not best.is_file():
@@ -207,8 +207,7 @@ def run_variant(
         epochs_trained=len(ledger["epochs"]),
     )
     summary_path.write_text(json.dumps(summary, indent=2))
-    if progress:
-        print(report.table())
+    logger.info("[%s] scores:\n%s", variant.name, report.table())
     return summary_path
 
 

@@ -20,16 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stemkit.energy import GreenAlgorithmsConstants
 
-@dataclass
-class GreenAlgorithmsConstants:
-    """Power and carbon constants of the estimate (defaults: Green Algorithms' world averages)."""
-
-    watts_per_core: float = 12.0
-    core_usage: float = 1.0
-    watts_per_gb_memory: float = 0.3725
-    pue: float = 1.67
-    carbon_g_per_kwh: float = 475.0
+__all__ = ["CostLedger", "GreenAlgorithmsConstants"]
 
 
 @dataclass

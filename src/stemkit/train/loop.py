@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,8 @@ from stemkit.train.config import (
 from stemkit.train.ledger import CostLedger, GreenAlgorithmsConstants
 from stemkit.train.objectives import compute_loss
 from stemkit.train.plots import learning_curve
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -255,8 +258,8 @@ def train(
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
         ledger = CostLedger.from_dict(resumed["ledger"])
-        if progress:
-            print(f"resuming {run_dir} at epoch {start_epoch}")
+        if leader:
+            logger.info("resuming %s at epoch %d", run_dir, start_epoch)
     elif config.model.input_statistics:
         # The model's recipe step (Open-Unmix: input statistics); every process computes the
         # same from the same files, so nothing needs broadcasting.
@@ -276,7 +279,7 @@ def train(
     # Checked before the first epoch: a target the data lacks is a configuration error.
     rows = _rows_of(train_set, model)
     run_provenance = provenance(seed=config.seed, data_fingerprint=train_set.fingerprint())
-    logger = _RunLogger(run_dir) if leader else None
+    run_logger = _RunLogger(run_dir) if leader else None
     try:
         for epoch in range(start_epoch, optim.epochs):
             if _epochs_since_best(history, optim.monitor) >= optim.patience:
@@ -316,16 +319,16 @@ def train(
                     "best_score": row[optim.monitor] if improved else None,
                 }
                 save_checkpoint(last_path, model, training_state=training_state, **meta)
-                assert logger is not None
-                logger.log(history)
-            if progress:
-                print(_epoch_line(row, optim.monitor, improved))
+                assert run_logger is not None
+                run_logger.log(history)
+            if leader:
+                logger.info("%s", _epoch_line(row, optim.monitor, improved))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
     finally:
         ledger.close()
-        if logger is not None:
-            logger.close()
+        if run_logger is not None:
+            run_logger.close()
     return run_dir / "best.pt"
 
 
