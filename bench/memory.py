@@ -15,11 +15,12 @@ with the order of allocations; a fixed threshold shows what the program holds:
 
 Models: ``identity`` (4 stems, 44.1 kHz, 15 s segments: the I/O alone), ``umx-h16``
 (Open-Unmix at the paper's STFT, 4 targets, hidden size 16, random weights, Wiener EM
-``niter=1``: a whole-song model, cut into 120 s segments past 10 minutes) and ``convtasnet``
+``niter=1``: a whole-song model, cut into 60 s segments past 10 minutes) and ``convtasnet``
 (random weights, its default segment).
 
-Merges its runs into ``bench/results/memory.json`` (a run with the same model, path and length
-replaces the stored one) and rewrites ``bench/results/memory.md`` from it.
+Merges each run into ``bench/results/memory.json`` as soon as it is measured (a run with the
+same model, path, allocator and length replaces the stored one) and rewrites
+``bench/results/memory.md`` from it (``--rewrite`` only re-renders).
 
 Usage:
     python bench/memory.py [--models identity umx-h16] [--minutes 1 5 10 20]
@@ -167,8 +168,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     flush=True,
                 )
                 runs.append(report)
+                save([report])  # row by row: a long run interrupted keeps what it measured
                 shutil.rmtree(out, ignore_errors=True)
     return runs
+
+
+def save(runs: list[dict[str, Any]]) -> None:
+    """Merge ``runs`` into the stored results and rewrite both files."""
+    merged = merge(runs)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "memory.json").write_text(json.dumps({"runs": merged}, indent=2) + "\n")
+    (RESULTS / "memory.md").write_text(render(merged))
 
 
 def merge(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--whole-max", type=float, default=20, help="longest whole-path song")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--allocators", nargs="+", default=["default"], choices=list(ALLOCATORS))
+    parser.add_argument("--rewrite", action="store_true", help="re-render the stored results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -252,10 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         args.minutes = args.minutes[0]
         worker(args)
         return
-    runs = merge(run(args))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-    (RESULTS / "memory.md").write_text(render(runs))
+    if args.rewrite:
+        save([])
+    else:
+        run(args)
     print((RESULTS / "memory.md").read_text())
 
 

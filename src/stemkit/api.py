@@ -226,7 +226,7 @@ class Separator:
         segment: chunk length in seconds; None takes the model's ``default_segment``; 0
             separates the whole song at once. When the model's default is the whole song,
             files longer than :data:`stemkit.inference.files.WHOLE_SONG_LIMIT` (10 minutes)
-            are separated in segments of ``LONG_SONG_SEGMENT`` (2 minutes) instead, to keep
+            are separated in segments of ``LONG_SONG_SEGMENT`` (1 minute) instead, to keep
             memory bounded; arrays given to :meth:`separate` always go through whole.
         overlap: overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5.
         shifts: shift trick: average this many predictions on randomly delayed copies.

@@ -111,7 +111,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="S",
         help="chunk length in seconds (default: the model's own, e.g. the whole song for "
-        "Open-Unmix (2-minute chunks past 10 minutes), 15 s for waveform and band-split "
+        "Open-Unmix (1-minute chunks past 10 minutes), 15 s for waveform and band-split "
         "models; 0 = the whole song at once, at any length)",
     )
     parser.add_argument(

@@ -41,9 +41,11 @@ __all__ = ["LONG_SONG_SEGMENT", "WHOLE_SONG_LIMIT", "StemFile", "file_segment", 
 #: a longer recording (a DJ mix, a concert) is cut into :data:`LONG_SONG_SEGMENT` chunks.
 WHOLE_SONG_LIMIT = 600.0
 #: Segment (seconds) of a whole-song model on a song past :data:`WHOLE_SONG_LIMIT`: long enough
-#: that a bidirectional LSTM and the Wiener statistics see minutes of context on either side
-#: of every cross-fade, short enough to bound the memory (a fifth of the limit's).
-LONG_SONG_SEGMENT = 120.0
+#: that a bidirectional LSTM and the Wiener statistics see tens of seconds of context on either
+#: side of every cross-fade (15 s long at the default overlap), short enough that a song of any
+#: length costs about what a 1-minute song costs whole (bench/results/memory.md: 120 s segments
+#: cost twice the 1-minute peak with Open-Unmix).
+LONG_SONG_SEGMENT = 60.0
 
 
 def file_segment(segment: float | None, seconds: float, limit: float | None) -> float | None:
