@@ -50,8 +50,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("identity", "umx-h16", "convtasnet")
 PATHS = ("streamed", "whole")
 ALLOCATORS = {"default": {}, "fixed": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
-#: Findings, written after reading a run; re-rendered with the table.
-NOTES: list[str] = []
+#: Findings, written after reading a run; re-rendered with the table (``--rewrite``).
+NOTES: list[str] = [
+    "Identity (4 stems, 15 s segments): the whole-song path grows by 123 MiB per minute of "
+    "song (2.0 MB per second: the song, four stems and the writer's copies), 2.7 GiB for 20 "
+    "minutes; streamed, the program holds the same 99 MiB above its baseline for 1 to 60 "
+    "minutes (fixed allocator: 325 → 324 MiB). With glibc's default allocator the peak "
+    "wanders between 401 and 468 MiB with no trend in the song's length (freed blocks kept in "
+    "the heap; 1.1 MiB per minute from 1 to 60 minutes, under 1 % of the whole-song path's "
+    "slope).",
+    "Open-Unmix (whole-song model): streamed, songs up to 10 minutes still go through the "
+    "model whole (their stems are unchanged), so their peak still grows with the song, "
+    "though less than before (10 minutes: 1462 MiB streamed against 2334 MiB whole, the stems "
+    "no longer held); past 10 minutes the song is cut into segments and the peak stops "
+    "growing. With 120 s segments (the first setting) 20 and 60 minutes peaked at 1083 and "
+    "1097 MiB, twice the 1-minute peak (523 MiB); 60 s segments (the setting kept) bring a "
+    "60-minute song to {long60} ({ratio60} of the 1-minute song).",
+    "Times are not comparable across rows: the runs shared 2 cores with other jobs (load "
+    "average 5 to 7), and the fixed allocator is slow (every block over 128 KiB is mapped and "
+    "unmapped).",
+]
 #: Bytes per second of a 44.1 kHz stereo song held once as float32.
 HELD_PER_SECOND = RATE * 2 * 4
 
