@@ -65,8 +65,9 @@ NOTES: list[str] = [
     "no longer held); past 10 minutes the song is cut into segments and the peak stops "
     "growing. With 120 s segments (the first setting) 20 and 60 minutes peaked at 1083 and "
     "1097 MiB, twice the 1-minute peak (523 MiB); 60 s segments (the setting kept) bring a "
-    "60-minute song to 762 MiB, 1.46 times the 1-minute song (the 60 s row; the 20-minute "
-    "rows were measured with 120 s segments, as their segment column says).",
+    "20-minute song to 745 MiB and a 60-minute one to 762 MiB, 1.46 times the 1-minute song "
+    "(the fixed-allocator 20-minute row was measured with 120 s segments, as its segment "
+    "column says).",
     "Times are not comparable across rows: the runs shared 2 cores with other jobs (load "
     "average 5 to 7), and the fixed allocator is slow (every block over 128 KiB is mapped and "
     "unmapped).",
