@@ -388,7 +388,8 @@ def _hourglass_split(model: HourglassSeparator) -> Split:
             twins[id(core)] = twin
         return twin(mixture)
 
-    example = torch.rand(model.window_batch, 1, model.nb_bins, model.patch_frames)
+    # one window: the reference network takes tens of seconds per window on a CPU
+    example = torch.rand(1, 1, model.nb_bins, model.patch_frames)
     return Split(
         model,
         _LastStack(model.net),
