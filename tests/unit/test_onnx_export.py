@@ -163,3 +163,11 @@ def test_cached_export_is_keyed_by_the_weights(
         model.encoder[0][0].bias.add_(1.0)  # type: ignore[index, union-attr]
     second = onnx_export.cached_export(model)
     assert second != first and second.is_file()
+
+
+def test_weights_above_the_single_file_limit_are_refused(tmp_path: Path) -> None:
+    with torch.device("meta"):  # Demucs at paper size: 2.6 GB of float32 weights, none allocated
+        model = build("demucs", channels=100)
+    with pytest.raises(StemkitError, match="2 GB"):
+        onnx_export.export_onnx(model, tmp_path / "demucs.onnx")
+    assert list(tmp_path.iterdir()) == []

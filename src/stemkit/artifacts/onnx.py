@@ -94,6 +94,9 @@ OPSET = 17
 #: Bumped whenever what goes into a graph changes, so that cached exports are not reused.
 _GRAPH_VERSION = 1
 _INSTALL = "pip install 'stemkit[onnx]'"
+#: Largest protobuf message, hence largest single-file ONNX graph (2 GiB), less room for the
+#: graph itself.
+_PROTOBUF_LIMIT = 2**31 - 2**24
 
 
 # --- what goes into the graph ----------------------------------------------------------------
@@ -562,6 +565,13 @@ def export_onnx(
     path = Path(path)
     split = split_model(model)
     name = model.model_name or type(model).__name__
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if size >= _PROTOBUF_LIMIT:
+        # beyond it the exporter spreads the weights over one file per tensor beside the graph
+        raise StemkitError(
+            f"{name} holds {size / 1e9:.1f} GB of weights, above ONNX's 2 GB limit for one "
+            "file; export a smaller configuration or use --engine torch"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
