@@ -171,3 +171,17 @@ def test_weights_above_the_single_file_limit_are_refused(tmp_path: Path) -> None
     with pytest.raises(StemkitError, match="2 GB"):
         onnx_export.export_onnx(model, tmp_path / "demucs.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_cached_export_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEMKIT_CACHE", str(tmp_path))
+    model = tiny("convtasnet")
+    path = onnx_export.cached_export(model)
+    path.write_bytes(path.read_bytes()[:100])
+    engine = onnx_export.onnxruntime_model(model)
+    mixture = 0.3 * torch.randn(1, 2, 4000)
+    with torch.no_grad():
+        expected = model(mixture)
+    assert float((engine(mixture) - expected).abs().max()) <= TOLERANCE

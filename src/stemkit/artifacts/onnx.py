@@ -749,7 +749,13 @@ def onnxruntime_model(
     model = model.to("cpu").eval()
     split = split_model(model)
     if cache:
-        core = OnnxCore(cached_export(model), threads)
+        path = cached_export(model)
+        try:
+            core = OnnxCore(path, threads)
+        except Exception:  # onnxruntime raises its own kinds for a file it cannot read
+            # a cached file this onnxruntime refuses (damaged, or from another version): anew
+            path.unlink(missing_ok=True)
+            core = OnnxCore(cached_export(model), threads)
     else:
         with tempfile.TemporaryDirectory(prefix="stemkit-onnx-") as folder:
             # the session holds the graph in memory: the file can go
