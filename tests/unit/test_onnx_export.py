@@ -42,6 +42,7 @@ _BSRNN: dict[str, Any] = {
     "n_hop": 128,
     "layout": [[1000, 4], [4000, 3]],
 }
+_TASNET: dict[str, Any] = {"N": 8, "L": 6, "B": 8, "H": 16, "P": 3, "X": 2, "R": 1}
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "umx": ("umx", _UMX),
     "umx-causal": ("umx", {**_UMX, "unidirectional": True}),
@@ -60,7 +61,9 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "demucs": ("demucs", {"channels": 4, "depth": 3, "lstm_layers": 1}),
-    "convtasnet": ("convtasnet", {"N": 8, "L": 6, "B": 8, "H": 16, "P": 3, "X": 2, "R": 1}),
+    "convtasnet": ("convtasnet", _TASNET),
+    # as the Demucs v1 release runs it: standardised, the last partial frame dropped
+    "convtasnet-v1": ("convtasnet", {**_TASNET, "normalize": True, "pad_end": False}),
     "shnet": (
         "shnet",
         {

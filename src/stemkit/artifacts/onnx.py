@@ -18,11 +18,11 @@ bsrnn                          mixture STFT as real/imaginary pairs ``(batch,   
 shnet                          normalised magnitude windows ``(windows, 1, bins,     STFT, window
                                patch_frames)`` → last-stack masks ``(windows,        plan, iSTFT
                                sources, bins, patch_frames)``
-demucs                         normalised mixture padded to a valid length →         statistics,
+demucs                         standardised mixture padded to a valid length →       statistics,
                                network output ``(batch, sources · channels, time')`` padding,
                                                                                      trim
-convtasnet                     mixture padded to whole hops → stems ``(batch,        padding,
-                               sources, channels, time')``                            crop
+convtasnet                     mixture padded (or cut) to whole frames → stems       padding,
+                               ``(batch, sources, channels, time')``                 crop
 any other model                mixture → stems (the whole ``forward``)               —
 ============================  ===================================================  ==========
 
@@ -428,19 +428,13 @@ class _DemucsNetwork(nn.Module):
 
 
 def _demucs_in(model: Demucs, mixture: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Demucs.forward up to the network: (padded input, mean, std + eps)."""
-    from stemkit.models import demucs
+    """Demucs.forward up to the network: (padded input, mean, scale)."""
+    from stemkit.models.demucs import standardize
 
     length = mixture.shape[-1]
-    x = mixture
-    mean = torch.zeros_like(mixture[:, :1, :1])
-    scale = torch.ones_like(mean)
+    x, mean, scale = mixture, mixture.new_zeros(1, 1, 1), mixture.new_ones(1, 1, 1)
     if model.normalize:
-        mono = mixture.mean(dim=1, keepdim=True)
-        mean = mono.mean(dim=-1, keepdim=True)
-        std = mono.std(dim=-1, keepdim=True) if length > 1 else torch.zeros_like(mean)
-        scale = std + demucs._NORM_EPS
-        x = (x - mean) / scale
+        x, mean, scale = standardize(mixture)
     padding = model.valid_length(length) - length
     return F.pad(x, (padding // 2, padding - padding // 2)), mean, scale
 
@@ -496,22 +490,40 @@ class _TasNetNetwork(nn.Module):
         return (first + second).flatten(-2)
 
 
-def _tasnet_split(model: ConvTasNet, example: Tensor) -> Split:
-    def pad(model: ConvTasNet, mixture: Tensor) -> Tensor:
-        length = mixture.shape[-1]
-        return F.pad(mixture, (0, model.valid_length(length) - length))
+def _tasnet_in(model: ConvTasNet, mixture: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ConvTasNet.forward up to the encoder: (input of whole frames, mean, scale)."""
+    from stemkit.models.demucs import standardize
 
+    length = mixture.shape[-1]
+    x, mean, scale = mixture, mixture.new_zeros(1, 1, 1), mixture.new_ones(1, 1, 1)
+    if model.normalize:
+        x, mean, scale = standardize(mixture)
+    if model.pad_end or length < model.filter_length:
+        return F.pad(x, (0, model.valid_length(length) - length)), mean, scale
+    # whole frames only, as the Demucs v1 release
+    whole = (length - model.filter_length) // model.hop * model.hop
+    return x[..., : model.filter_length + whole], mean, scale
+
+
+def _tasnet_split(model: ConvTasNet, example: Tensor) -> Split:
     def run(model: ConvTasNet, core: nn.Module, mixture: Tensor) -> Tensor:
-        return core(pad(model, mixture))[..., : mixture.shape[-1]]
+        length = mixture.shape[-1]
+        x, mean, scale = _tasnet_in(model, mixture)
+        out = core(x)[..., :length]
+        if out.shape[-1] < length:  # pad_end=False: the partial frame's samples are silent
+            out = F.pad(out, (0, length - out.shape[-1]))
+        if model.normalize:
+            out = out * scale.unsqueeze(1) + mean.unsqueeze(1)
+        return out
 
     return Split(
         model,
         _TasNetNetwork(model),
-        pad(model, example),
+        _tasnet_in(model, example)[0],
         ({0: "batch", 2: "time"}, {0: "batch", 3: "time"}),
         run,
-        "mixture padded to whole hops (batch, channels, time) -> stems (batch, sources, "
-        "channels, time'); padding and cropping outside",
+        "mixture cut or padded to whole frames (batch, channels, time) -> stems (batch, "
+        "sources, channels, time'); standardisation, padding and cropping outside",
     )
 
 
