@@ -62,14 +62,18 @@ ROWS = (
 )
 
 
-def _time(run: Any, repeats: int) -> float:
-    run()  # warm-up
-    best = float("inf")
+def _time_pair(first: Any, second: Any, repeats: int) -> tuple[float, float]:
+    """Best wall times of two runs, alternated so that both see the same load on a shared
+    machine (a warm-up of each first)."""
+    first()
+    second()
+    best = [float("inf"), float("inf")]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
+        for index, run in enumerate((first, second)):
+            start = time.perf_counter()
+            run()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 def _measure(row: Row, threads: list[int], repeats: int) -> dict[str, Any]:
@@ -106,8 +110,11 @@ def _measure(row: Row, threads: list[int], repeats: int) -> dict[str, Any]:
             got = separate(engine, mixture, segment=model.default_segment)
             difference = float((got - expected).abs().max())
             segment = model.default_segment
-            torch_s = _time(functools.partial(separate, model, mixture, segment=segment), repeats)
-            ort_s = _time(functools.partial(separate, engine, mixture, segment=segment), repeats)
+            torch_s, ort_s = _time_pair(
+                functools.partial(separate, model, mixture, segment=segment),
+                functools.partial(separate, engine, mixture, segment=segment),
+                repeats,
+            )
             load = os.getloadavg()[0]
             result["runs"].append(
                 {
@@ -158,7 +165,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "`stemkit.inference.separate` with the model's default segment. The graph holds the "
         "network; STFT, Wiener filter and iSTFT (and Demucs' padding, Conv-TasNet's cropping) "
         "run in torch in both engines (see `stemkit.artifacts.onnx`). RTF = wall time / audio "
-        "duration, best of the timed runs after a warm-up; ratio = onnxruntime time / PyTorch "
+        "duration, best of the timed runs after a warm-up (the engines' runs alternated, so "
+        "both see the same load); ratio = onnxruntime time / PyTorch "
         "time (below 1: onnxruntime faster). Threads: `torch.set_num_threads` and "
         "onnxruntime's intra-op threads set alike. 'max |diff|' is the largest difference of "
         "the stems between the engines.",
@@ -191,7 +199,7 @@ def _markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated systems (default: all)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     wanted = {name for name in args.only.split(",") if name}
