@@ -6,7 +6,8 @@ iSTFT in torch around it), and the same noise is separated with both engines thr
 chunked inference path (:func:`stemkit.inference.separate`, the model's own default segment)
 at one and at two threads (``torch.set_num_threads`` and onnxruntime's intra-op threads set
 alike). Reported per system and thread count: the real-time factor (wall time / audio
-duration, best of ``--repeats`` runs after a warm-up) of each engine, their ratio
+duration, best of ``--repeats`` runs after a warm-up, the two engines' runs alternated so
+that both see the same load on a shared machine) of each engine, their ratio
 (onnxruntime / PyTorch: below 1 means onnxruntime is faster), and the largest difference of
 the stems. Export time (trace, write and one parity check) is reported once per system.
 
