@@ -146,6 +146,7 @@ class Split:
     """A model cut into the network that goes into the graph and the torch code around it.
 
     Attributes:
+        model: the torch model.
         core: the network: one real tensor in, one real tensor out.
         example: a core input for tracing (its dynamic axes may take other sizes).
         dynamic_axes: axis index → name, of the input and of the output.
