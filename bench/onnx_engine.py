@@ -206,20 +206,21 @@ def main() -> None:
     wanted = {name for name in args.only.split(",") if name}
     rows = [row for row in ROWS if not wanted or row.name in wanted]
     path = RESULTS / "onnx.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    measured = [_measure(row, args.threads, args.repeats) for row in rows]
-    done = {row["system"] for row in measured}
+    report = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     order = [row.name for row in ROWS]
-    merged = [row for row in previous.get("rows", []) if row["system"] not in done] + measured
-    merged.sort(key=lambda row: order.index(row["system"]) if row["system"] in order else 99)
-    report = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "rows": merged,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "onnx.md").write_text(_markdown(report))
+    for row in rows:  # written after every row: a long run stopped half-way keeps its rows
+        measured = _measure(row, args.threads, args.repeats)
+        merged = [old for old in report.get("rows", []) if old["system"] != row.name]
+        merged.append(measured)
+        merged.sort(key=lambda r: order.index(r["system"]) if r["system"] in order else 99)
+        report = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": _machine(),
+            "rows": merged,
+        }
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "onnx.md").write_text(_markdown(report))
     print(f"wrote {path} and {RESULTS / 'onnx.md'}")
 
 
