@@ -95,6 +95,7 @@ def _measure(row: Row, threads: list[int], repeats: int) -> dict[str, Any]:
         "audio_s": row.duration_s,
         "rate": model.sample_rate,
         "segment_s": model.default_segment,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as folder:
