@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/streaming.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/onnx_engine.py
 	$(BIN)/python bench/long_song.py
 	$(BIN)/python bench/memory.py
 

@@ -299,6 +299,7 @@ class Separator:
         shifts: int = 0,
         *,
         random_weights: bool = False,
+        engine: Literal["torch", "onnxruntime"] = "torch",
         **settings: Any,
     ) -> Separator:
         """Load a checkpoint file, a bundled model (``"default"``) or ``"identity"``.
@@ -308,11 +309,15 @@ class Separator:
             device, segment, overlap, shifts: as for :class:`Separator`.
             random_weights: allow a registered architecture without trained weights (its
                 stems are noise: for tests and timing only).
+            engine: ``"torch"``, or ``"onnxruntime"``: the network exported to ONNX (cached in
+                the user cache, keyed by its weights; see :mod:`stemkit.artifacts.onnx`) and run
+                by onnxruntime on the CPU (``device`` must be ``"auto"`` or ``"cpu"``).
             settings: ``batch_size``, ``seed``, ``progress``, ``on_progress``.
 
         Raises:
             StemkitError: an unknown name, an unusable checkpoint, an architecture without
-                trained weights (unless ``random_weights``), an oracle, or a bad setting.
+                trained weights (unless ``random_weights``), an oracle, a bad setting, or a
+                network that does not export to ONNX (``engine="onnxruntime"``).
         """
         from stemkit import artifacts
 
@@ -327,6 +332,18 @@ class Separator:
                 "give noise; load a bundled model (default) or a checkpoint file, or pass "
                 "random_weights=True to separate with random weights anyway (for testing)"
             )
+        if engine == "onnxruntime":
+            from stemkit.artifacts.onnx import onnxruntime_model
+
+            if device != "auto" and str(device).strip().lower() != "cpu":
+                raise StemkitError(f"engine onnxruntime runs on the CPU, not on {device}")
+            device = "cpu"
+            # random weights are exported into a temporary folder, not cached
+            model = onnxruntime_model(
+                model, cache=not is_untrained(name, random_weights=random_weights)
+            )
+        elif engine != "torch":
+            raise StemkitError(f"engine {engine!r}: use torch or onnxruntime")
         return cls(
             model, name=name, device=device, segment=segment, overlap=overlap, shifts=shifts,
             **settings,

@@ -10,7 +10,9 @@ loads its weights from here without importing anything of the training stack.
 - :mod:`~stemkit.artifacts.fetch`: download, verify, convert and cache published weights;
 - :mod:`~stemkit.artifacts.resolve`: ``--model NAME|PATH`` → a model (:func:`load_model`);
 - :mod:`~stemkit.artifacts.openunmix`: Open-Unmix's published per-target files → a checkpoint;
-- :mod:`~stemkit.artifacts.asteroid`: asteroid's X-UMX weights → our key names.
+- :mod:`~stemkit.artifacts.asteroid`: asteroid's X-UMX weights → our key names;
+- :mod:`~stemkit.artifacts.onnx`: a model's network as an ONNX graph, and onnxruntime as an
+  engine (optional: the ``onnx`` extra).
 """
 
 from stemkit.artifacts.bundled import BUNDLED, DEFAULT_MODEL, bundled_path

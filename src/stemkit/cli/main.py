@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "experiments",
     "data",
     "models",
+    "export",
     "demo",
     "serve",
 )

@@ -138,6 +138,13 @@ def add_parser(subparsers: Any) -> None:
         help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (auto)",
     )
     parser.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the network: PyTorch, or onnxruntime on the CPU (the network exported "
+        "to ONNX once and cached; needs the onnx extra) (torch)",
+    )
+    parser.add_argument(
         "--format", choices=tuple(FORMATS), default="wav", help="output file format (wav)"
     )
     parser.add_argument(
@@ -238,6 +245,13 @@ def run(args: argparse.Namespace) -> int:
     output = _output_settings(args)
     file_names = outputs.FileNames(args.filename)
     device = resolve_device(args.device)
+    if args.engine == "onnxruntime" and device.type != "cpu":
+        if args.device.strip().lower() != "auto":
+            raise StemkitError(
+                f"--engine onnxruntime runs on the CPU; drop --device {args.device} or use "
+                "--engine torch"
+            )
+        device = resolve_device("cpu")
     output_root = Path(args.output)
     songs = find_songs(args.songs, exclude=output_root)
     roots = sorted({output_root / song.subfolder for song in songs})
@@ -322,6 +336,14 @@ def _separate_all(
         )
     if model_choice.is_untrained(args.model) and not args.random_weights:
         raise model_choice.refuse_untrained(args.model)
+    line = model_choice.describe(args.model, model, random_weights=args.random_weights)
+    if args.engine == "onnxruntime":
+        from stemkit.artifacts.onnx import onnxruntime_model
+
+        # random weights are exported into a temporary folder, not cached
+        untrained = model_choice.is_untrained(args.model, random_weights=args.random_weights)
+        model = onnxruntime_model(model, cache=not untrained)
+        line += "; network run by onnxruntime"
     separator = Separator(
         model,
         name=args.model,
@@ -344,7 +366,6 @@ def _separate_all(
         stems = None
     else:
         stems = _select_stems(sources, args.stems)
-    line = model_choice.describe(args.model, model, random_weights=args.random_weights)
     logger.info("%s; on %s", line, device)
 
     failures: list[str] = []
