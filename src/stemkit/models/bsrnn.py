@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from stemkit.dsp.bands import CONVERSIONS, band_widths, layout_for_source, resolve_layout
 from stemkit.dsp.stft import ISTFT, STFT
 from stemkit.errors import StemkitError
-from stemkit.losses import tf_l1_loss
+from stemkit.losses import complex_l1_loss, tf_l1_loss
 from stemkit.models.base import SeparationModel
 from stemkit.models.blocks.attention import FullBandAttention
 from stemkit.models.blocks.bandsplit import BandSplit
@@ -326,11 +326,17 @@ class BSRNN(SeparationModel):
 
     def training_loss(self, mixture: Tensor, stems: Tensor, loss_name: str) -> Tensor:
         """``tf_l1`` (the replication's t+tf loss: L1 on the waveforms and on the real and
-        imaginary parts of the spectrograms); other names as
-        :meth:`SeparationModel.training_loss`."""
+        imaginary parts of the spectrograms), ``stft_l1`` (its STFT term alone, the "loss
+        domain: STFT" row of the replication's table; the waveform-only row is ``l1``); other
+        names as :meth:`SeparationModel.training_loss`."""
         if loss_name == "tf_l1":
             waveforms, spectrograms = self.forward_with_spec(mixture)
             return tf_l1_loss(waveforms, stems, spectrograms, self.stft(stems))
+        if loss_name == "stft_l1":
+            # The masked spectrograms themselves, before the iSTFT: what the replication's
+            # STFT-domain loss compares with the targets' STFT.
+            _, spectrograms = self.forward_with_spec(mixture)
+            return complex_l1_loss(spectrograms, self.stft(stems))
         return super().training_loss(mixture, stems, loss_name)
 
     def forward_with_spec(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
