@@ -457,7 +457,9 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         if not 0.0 <= silence_p <= 1.0:
             raise DatasetError(f"silence_p must be in [0, 1]; got {silence_p}")
         if silence not in SILENCE_MODES:
-            raise DatasetError(f"silence must be one of {', '.join(SILENCE_MODES)}; got {silence!r}")
+            raise DatasetError(
+                f"silence must be one of {', '.join(SILENCE_MODES)}; got {silence!r}"
+            )
         nb_targets = len(index.sources) if nb_targets is None else nb_targets
         if not 1 <= nb_targets <= len(index.sources):
             raise DatasetError(
