@@ -77,7 +77,7 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     table = (runs / "table.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| tiny_")]
     assert [line.split("|")[1].strip() for line in lines] == ["tiny_umx", "tiny_bsrnn"]
-    assert "Vocals SDR" in table and "Avg uSDR" in table
+    assert "Vocals uSDR" in table and "Avg uSDR" in table and "Avg cSDR" in table
     for line in lines:  # the CodeCarbon column: its measurement, or "–" with a reason on record
         name, cell = line.split("|")[1].strip(), line.split("|")[-3].strip()
         measured = json.loads((runs / name / "eval" / "summary.json").read_text())
@@ -89,7 +89,8 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     with open(runs / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
     summary = json.loads((runs / "tiny_bsrnn" / "eval" / "summary.json").read_text())
-    assert float(rows[1]["sdr_average"]) == pytest.approx(summary["sources"]["average"]["cSDR"])
+    assert float(rows[1]["csdr_average"]) == pytest.approx(summary["sources"]["average"]["cSDR"])
+    assert float(rows[1]["usdr_vocals"]) == pytest.approx(summary["sources"]["vocals"]["uSDR"])
     assert float(rows[1]["usdr_average"]) == pytest.approx(summary["sources"]["average"]["uSDR"])
     assert float(rows[0]["parameters_m"]) > 0 and float(rows[0]["training_hours"]) > 0
 

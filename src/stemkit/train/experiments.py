@@ -366,7 +366,8 @@ def grid_table(grid: Grid, write: bool = True) -> str:
         for key, _, fmt in columns:
             cell = _cell(row.get(key), fmt)
             paper = row.get(f"paper_{key}")
-            cells.append(cell if paper is None else f"{cell} ({paper:g})")
+            # As published (8.0, not 8): the study's own precision.
+            cells.append(cell if paper is None else f"{cell} ({paper})")
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         f"\nuSDR (MDX: one SNR per track, mean over tracks) and cSDR (BSS Eval v4, median over "
