@@ -129,6 +129,23 @@ def test_bad_grids_are_refused_with_the_file_name(tmp_path: Path) -> None:
         grid.config(grid.variants[0])
     with pytest.raises(StemkitError, match="no such grid"):
         load_grid(tmp_path / "missing.yaml")
+    bad.write_text("root: r\nevaluate: {subset: validation}\nvariants: [{name: a}]\n")
+    with pytest.raises(StemkitError, match=r"evaluate\.subset='validation': choose one of"):
+        load_grid(bad)
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(
+        "source: s\nmetric: uSDR\nsplit: valid\nsources: [vocals]\n"
+        "rows: {b: {label: B, vocals: 1.0}}\n"
+    )
+    bad.write_text(f"root: r\npublished: {paper}\nvariants: [{{name: a}}]\n")
+    with pytest.raises(StemkitError, match=r"published row\(s\) b of .*match no variant"):
+        load_grid(bad)
+    paper.write_text(
+        "source: s\nmetric: uSDR\nsplit: valid\nsources: [vocals]\n"
+        "rows: {a: {label: A, vocal: 1.0}}\n"
+    )
+    with pytest.raises(StemkitError, match=r"row 'a' has unknown key\(s\) vocal"):
+        load_grid(bad)
 
 
 def test_shipped_grids_resolve(tmp_path: Path) -> None:
