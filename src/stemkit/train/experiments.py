@@ -47,7 +47,7 @@ EVALUATION_SPLITS = ("train", "valid", "test")
 #: Placeholder of a value the table cannot give.
 MISSING = "–"
 
-#: Columns a published row may give, in table order (sources are any other numeric key).
+#: Numbers a published row may give besides its ``label`` and the scores of its ``sources``.
 PUBLISHED_COLUMNS = (
     "average",
     "parameters_m",
