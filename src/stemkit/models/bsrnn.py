@@ -216,9 +216,9 @@ class BSRNN(SeparationModel):
     Sizes of the replication: ``n_features=64, n_layers=8`` ("bsrnn", 8.0 M parameters for
     vocals), ``n_features=128, n_layers=12`` ("bsrnn-large"); "bsrnn-opt" adds
     ``attention_heads=2, attention_dim=16, stereo="tac", tac_activation="prelu"``. BSCNN is
-    ``seq_model="dilated"`` (with ``fac_sep=1``, ``n_dilated=3`` and ``layout="joint"`` as in
-    the replication). All arguments are plain values, so that a checkpoint can rebuild the
-    model from them.
+    ``seq_model="dilated"`` (with ``fac_sep=1`` and ``n_dilated=3`` as in the replication, each
+    source with its own layout: 29.7 M parameters for the four, as published). All arguments
+    are plain values, so that a checkpoint can rebuild the model from them.
 
     Args:
         sources: target names, in output order. One network per source unless ``simo``.
