@@ -77,7 +77,7 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     table = (runs / "table.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| tiny_")]
     assert [line.split("|")[1].strip() for line in lines] == ["tiny_umx", "tiny_bsrnn"]
-    assert "Vocals SDR" in table and "Avg uSDR" in table
+    assert "Vocals uSDR" in table and "Avg uSDR" in table and "Avg cSDR" in table
     for line in lines:  # the CodeCarbon column: its measurement, or "–" with a reason on record
         name, cell = line.split("|")[1].strip(), line.split("|")[-3].strip()
         measured = json.loads((runs / name / "eval" / "summary.json").read_text())
@@ -89,7 +89,8 @@ def test_grid_runs_end_to_end_resumes_and_skips_finished_variants(
     with open(runs / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
     summary = json.loads((runs / "tiny_bsrnn" / "eval" / "summary.json").read_text())
-    assert float(rows[1]["sdr_average"]) == pytest.approx(summary["sources"]["average"]["cSDR"])
+    assert float(rows[1]["csdr_average"]) == pytest.approx(summary["sources"]["average"]["cSDR"])
+    assert float(rows[1]["usdr_vocals"]) == pytest.approx(summary["sources"]["vocals"]["uSDR"])
     assert float(rows[1]["usdr_average"]) == pytest.approx(summary["sources"]["average"]["uSDR"])
     assert float(rows[0]["parameters_m"]) > 0 and float(rows[0]["training_hours"]) > 0
 
@@ -128,6 +129,23 @@ def test_bad_grids_are_refused_with_the_file_name(tmp_path: Path) -> None:
         grid.config(grid.variants[0])
     with pytest.raises(StemkitError, match="no such grid"):
         load_grid(tmp_path / "missing.yaml")
+    bad.write_text("root: r\nevaluate: {subset: validation}\nvariants: [{name: a}]\n")
+    with pytest.raises(StemkitError, match=r"evaluate\.subset='validation': choose one of"):
+        load_grid(bad)
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(
+        "source: s\nmetric: uSDR\nsplit: valid\nsources: [vocals]\n"
+        "rows: {b: {label: B, vocals: 1.0}}\n"
+    )
+    bad.write_text(f"root: r\npublished: {paper}\nvariants: [{{name: a}}]\n")
+    with pytest.raises(StemkitError, match=r"published row\(s\) b of .*match no variant"):
+        load_grid(bad)
+    paper.write_text(
+        "source: s\nmetric: uSDR\nsplit: valid\nsources: [vocals]\n"
+        "rows: {a: {label: A, vocal: 1.0}}\n"
+    )
+    with pytest.raises(StemkitError, match=r"row 'a' has unknown key\(s\) vocal"):
+        load_grid(bad)
 
 
 def test_shipped_grids_resolve(tmp_path: Path) -> None:

@@ -322,3 +322,24 @@ def test_the_trainer_runs_a_tiny_bsrnn(hq_tree: Path, tmp_path: Path) -> None:
     assert isinstance(model, BSRNN)
     assert model.sources == ("vocals", "drums", "bass", "other")
     assert model(torch.zeros(1, 2, 4096)).shape == (1, 4, 2, 4096)
+
+
+def test_loss_domains_time_stft_and_both() -> None:
+    """The replication's three loss domains: ``tf_l1`` is ``l1`` (time) plus ``stft_l1``."""
+    from stemkit.losses import complex_l1_loss, l1_loss
+
+    torch.manual_seed(0)
+    model = build("bsrnn", sources=["vocals", "bass"], **TINY)
+    mixture = _mixture(batch=2, seconds=0.5)
+    stems = 0.5 * torch.stack([mixture, mixture.flip(-1)], dim=1)
+    waveforms, spectrograms = model.forward_with_spec(mixture)
+    stft = model.training_loss(mixture, stems, "stft_l1")
+    time = model.training_loss(mixture, stems, "l1")
+    both = model.training_loss(mixture, stems, "tf_l1")
+    torch.testing.assert_close(stft, complex_l1_loss(spectrograms, model.stft(stems)))
+    torch.testing.assert_close(time, l1_loss(waveforms, stems))
+    torch.testing.assert_close(both, time + stft)
+    stft.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(StemkitError, match="band-split model"):
+        build("umx", sources=["vocals"]).training_loss(mixture, stems[:, :1], "stft_l1")

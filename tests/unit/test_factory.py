@@ -64,6 +64,20 @@ def test_bad_sad_settings_name_the_key(hq_tree: Path) -> None:
     config = _config(hq_tree, sampler="sad", format="mir1k")
     with pytest.raises(StemkitError, match=r"data\.sampler=sad reads the MUSDB18\(-HQ\) layouts"):
         training_dataset(config, seed=0)
+    config = _config(hq_tree, sampler="sad")
+    config.sad.silence = "targets"
+    with pytest.raises(StemkitError, match=r"data\.sad\.silence='targets': choose one of all, "):
+        training_dataset(config, seed=0)
+
+
+def test_silent_target_reaches_the_sad_dataset(hq_tree: Path) -> None:
+    config = _config(hq_tree, sampler="sad", sources=["vocals", "drums"])
+    config.sad.silence = "target"
+    dataset = training_dataset(config, seed=3)
+    assert isinstance(dataset, SadDataset)
+    # two targets; bass and other are the rest of the mixture, never silenced
+    assert (dataset.silence, dataset.nb_targets) == ("target", 2)
+    assert dataset.sources[:2] == ("vocals", "drums") and len(dataset.sources) == 4
 
 
 def _gated_noise(seconds: float, silent: list[tuple[float, float]], seed: int) -> np.ndarray:

@@ -283,6 +283,34 @@ def test_dataset_silencing_and_normalisation(
         assert peak == pytest.approx(1.0, rel=1e-6)
 
 
+def test_silent_target_silences_only_each_items_target(
+    tree: tuple[Path, dict[str, dict[str, np.ndarray]]],
+) -> None:
+    root, _ = tree
+    plain = _dataset(root, nb_items=12, silence_p=0.0, normalize=False, seed=3)
+    always = _dataset(root, nb_items=12, silence_p=1.0, normalize=False, seed=3, silence="target")
+    for i in range(len(always)):
+        stems, name = always[i]
+        reference, reference_name = plain[i]
+        assert name == reference_name, "the same crops and gains whatever the silencing"
+        target = i % len(SOURCES)  # the targets take turns
+        assert torch.count_nonzero(stems[target]) == 0
+        others = [row for row in range(len(SOURCES)) if row != target]
+        assert torch.equal(stems[others], reference[others])
+    # One target of two sources: the second is another stem of the tracks, never silenced.
+    first = _dataset(root, nb_items=12, silence_p=1.0, silence="target", nb_targets=1)
+    for i in range(len(first)):
+        stems, _ = first[i]
+        assert torch.count_nonzero(stems[0]) == 0 and torch.count_nonzero(stems[1]) > 0
+    # The recipe's mode silences every source.
+    everything = _dataset(root, nb_items=4, silence_p=1.0, silence="all")
+    assert all(torch.count_nonzero(everything[i][0]) == 0 for i in range(len(everything)))
+    with pytest.raises(DatasetError, match="silence must be one of all, target"):
+        _dataset(root, silence="targets")
+    with pytest.raises(DatasetError, match="nb_targets"):
+        _dataset(root, nb_targets=3)
+
+
 def test_dataset_rejects_impossible_settings(
     tree: tuple[Path, dict[str, dict[str, np.ndarray]]],
 ) -> None:

@@ -15,7 +15,9 @@ def add_parser(subparsers: Any) -> None:
         description="A grid YAML names a base preset, shared overrides, an output root and a "
         "list of variants (each a list of KEY=VALUE overrides). 'run' trains each variant in "
         "ROOT/NAME (resuming interrupted runs, skipping finished ones) and scores its best "
-        "checkpoint on the test split; 'table' prints the results table and writes "
+        "checkpoint on the grid's split (evaluate.subset); 'table' prints the results table "
+        "(per-source uSDR, average cSDR, parameters, energy, training time; with the study's "
+        "published numbers in parentheses when the grid names a 'published' file) and writes "
         "ROOT/table.md and ROOT/table.csv.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

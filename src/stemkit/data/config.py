@@ -22,8 +22,9 @@ class SadConfig:
 
     The detector settings are those of :class:`stemkit.data.sad.SadParams`; ``items`` is the
     number of excerpts per epoch (``null``: ``samples_per_track`` × the number of training
-    tracks); ``index`` is a JSON cache of the kept windows, reused while it matches the tracks
-    and settings (``null``: scan the stems at every start).
+    tracks); ``silence`` chooses which sources ``silence_p`` applies to; ``index`` is a JSON
+    cache of the kept windows, reused while it matches the tracks and settings (``null``: scan
+    the stems at every start).
     """
 
     window: float = SadParams.window
@@ -35,6 +36,10 @@ class SadConfig:
     items: int | None = None
     gain_db: float | None = 10.0
     silence_p: float = 0.1
+    #: ``"all"``: every source silenced independently with ``silence_p`` (the recipe);
+    #: ``"target"``: only the item's target, one of ``data.sources`` in turn (the replication's
+    #: "silent target" variant; see :class:`stemkit.data.sad.SadDataset`).
+    silence: str = "all"
     normalize: bool = True
     index: str | None = None
 

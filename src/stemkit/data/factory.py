@@ -187,7 +187,13 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
 
 def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
     from stemkit.data.musdb import load_split, with_other_sources
-    from stemkit.data.sad import SadDataset, SadParams, build_sad_index, load_or_build_sad_index
+    from stemkit.data.sad import (
+        SILENCE_MODES,
+        SadDataset,
+        SadParams,
+        build_sad_index,
+        load_or_build_sad_index,
+    )
 
     sad = data.sad
     try:
@@ -196,6 +202,10 @@ def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
         )
     except ValueError as err:
         raise StemkitError(f"data.sad: {err}") from err
+    if sad.silence not in SILENCE_MODES:
+        raise StemkitError(
+            f"data.sad.silence={sad.silence!r}: choose one of {', '.join(SILENCE_MODES)}"
+        )
     if sad.items is not None and sad.items < 1:
         raise StemkitError(f"data.sad.items={sad.items}: must be at least 1, or null")
     lister = _dataset_class(data).list_tracks
@@ -215,6 +225,8 @@ def _sad_dataset(data: DataConfig, seed: int) -> TrainingData:
         nb_items=nb_items,
         gain_db=sad.gain_db,
         silence_p=sad.silence_p,
+        silence=sad.silence,
+        nb_targets=len(data.sources),
         normalize=sad.normalize,
         seed=seed,
     )

@@ -49,6 +49,9 @@ from stemkit.errors import DatasetError
 #: The RMS an all-zero chunk is given, so that it never exceeds a positive threshold.
 ZERO_RMS = 1e-5
 
+#: How :class:`SadDataset` silences sources: each one independently, or the item's target only.
+SILENCE_MODES = ("all", "target")
+
 #: Below this peak an item is left unnormalised (all sources silenced or silent).
 NORMALIZE_MIN_PEAK = 1e-6
 
@@ -382,7 +385,12 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
     Item ``index``: for every source independently, a kept window drawn uniformly from that
     source's windows (so the sources usually come from different tracks), a crop of
     ``segment`` seconds at a uniform offset inside it, a gain uniform in ``±gain_db`` dB, and
-    silencing with probability ``silence_p``. With ``normalize`` (the recipe's choice), the
+    silencing with probability ``silence_p``: of every source independently with
+    ``silence="all"`` (the recipe), or with ``silence="target"`` of the item's target only (the
+    replication's "silent target" row). There each item has one target, the targets taking
+    turns (item ``index`` has target ``index % nb_targets``), as if the replication's
+    per-target training sets, where only the target is ever silenced, were interleaved; the
+    other sources of the item are never silenced. With ``normalize`` (the recipe's choice), the
     stems are then divided by ``max(max|mixture|, max|stems|)``, the mixture being their sum,
     unless that peak is below :data:`NORMALIZE_MIN_PEAK`; dividing the stems divides the
     mixture the trainer sums from them by the same factor. The randomness of an item derives
@@ -394,6 +402,9 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         nb_items: items per epoch (the recipe draws 20000).
         gain_db: half-width of the uniform gain range in dB, or ``None`` for no gain.
         silence_p: probability that a source is replaced by zeros.
+        silence: ``"all"`` or ``"target"`` (see above).
+        nb_targets: how many of the index's sources, first in order, are targets (the rest
+            are the other stems of the tracks); ``None``: all of them.
         normalize: apply the peak normalisation described above.
         seed: seed of the draws.
 
@@ -417,6 +428,8 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         silence_p: float = 0.1,
         normalize: bool = True,
         seed: int = 42,
+        silence: str = "all",
+        nb_targets: int | None = None,
     ) -> None:
         if not index.tracks:
             raise DatasetError("the SAD index holds no tracks")
@@ -443,6 +456,16 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
             raise DatasetError(f"gain_db must be >= 0 (a half-width in dB); got {gain_db}")
         if not 0.0 <= silence_p <= 1.0:
             raise DatasetError(f"silence_p must be in [0, 1]; got {silence_p}")
+        if silence not in SILENCE_MODES:
+            raise DatasetError(
+                f"silence must be one of {', '.join(SILENCE_MODES)}; got {silence!r}"
+            )
+        nb_targets = len(index.sources) if nb_targets is None else nb_targets
+        if not 1 <= nb_targets <= len(index.sources):
+            raise DatasetError(
+                f"nb_targets must be between 1 and the {len(index.sources)} indexed sources; got "
+                f"{nb_targets}"
+            )
         if seed < 0:
             raise DatasetError(f"seed must be a non-negative integer; got {seed}")
         self.index = index
@@ -460,6 +483,8 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         self.nb_items = int(nb_items)
         self.gain_db = None if gain_db is None else float(gain_db)
         self.silence_p = float(silence_p)
+        self.silence = silence
+        self.nb_targets = nb_targets
         self.normalize = normalize
         self.seed = int(seed)
         self._init_epoch()
@@ -538,6 +563,10 @@ class SadDataset(EpochAware, Dataset[tuple[Tensor, str]]):
         # same when silencing or the gain is switched off.
         uniform = torch.rand(nb_sources, generator=generator, dtype=torch.float64)
         silenced = torch.rand(nb_sources, generator=generator) < self.silence_p
+        if self.silence == "target":
+            target = index % self.nb_targets
+            silenced[:target] = False
+            silenced[target + 1 :] = False
         if self.gain_db is not None:
             gains = 10.0 ** ((2.0 * uniform - 1.0) * self.gain_db / 20.0)
             out = out * gains.to(out.dtype)[:, None, None]

@@ -150,6 +150,7 @@ def evaluate(
     jobs: int = 1,
     settings: Mapping[str, Any] | None = None,
     force: bool = False,
+    valid_fraction: float = 0.15,
 ) -> Report:
     """Separate and score every track of ``root/subset`` (MUSDB18-HQ layout).
 
@@ -165,7 +166,9 @@ def evaluate(
     Args:
         model: the separator; its sources must all be stems of the dataset.
         root: dataset root.
-        subset: ``"train"`` or ``"test"``.
+        subset: ``"train"``, ``"test"``, or ``"valid"``: the validation split of the train
+            subset that training monitors (the 14 official MUSDB18 validation tracks where
+            present, see :func:`~stemkit.data.musdb.split_tracks`).
         method: name of the method in reports.
         metrics: ``"fast"`` or ``"full"`` (see the module docstring).
         segment: chunk length in seconds (None: whole tracks); oracles always use whole tracks.
@@ -180,6 +183,9 @@ def evaluate(
         settings: more settings to record and check on resume (e.g. the checkpoint's sha256).
         force: with ``out_dir``, discard scores computed there with other settings instead of
             refusing.
+        valid_fraction: with ``subset="valid"`` on a folder without the official validation
+            tracks, the share of the train subset held out (the training run's
+            ``data.valid_fraction``).
 
     Raises:
         DatasetError: the dataset is missing, or a track lacks a source file or has stems
@@ -190,13 +196,16 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from stemkit.data.musdb import list_tracks
+    from stemkit.data.musdb import list_tracks, load_split
 
     _check_mode(metrics)
     if jobs < 1:
         raise EvaluationError(f"jobs must be at least 1, got {jobs}")
     sources = tuple(model.sources)
-    listed = list_tracks(root, subset, sources=sources)
+    if subset == "valid":
+        listed = load_split(root, "valid", sources, valid_fraction)
+    else:
+        listed = list_tracks(root, subset, sources=sources)
     tracks = listed[:limit]
     options: dict[str, Any] = {
         "sources": sources,

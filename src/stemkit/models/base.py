@@ -37,6 +37,7 @@ TRAINING_LOSSES: dict[str, str] = {
     "spectral_mse": "magnitude MSE (Open-Unmix recipe; spectrogram models)",
     "multi_domain": "X-UMX: magnitude MSE + 10 × weighted SDR, over all 2^N-2 source subsets",
     "tf_l1": "BSRNN t+tf: L1 on waveform + L1 on real and imaginary STFT parts",
+    "stft_l1": "BSRNN STFT-only: L1 on real and imaginary STFT parts (no waveform term)",
     "stacked_l1": "SH-Net: sum over stacks of mean |Y - X * M_stack| on max-normalised magnitudes",
     "l1": "L1 on waveforms",
     "mse": "MSE on waveforms",
@@ -58,6 +59,7 @@ _FAMILY_LOSSES = {
     "spectral_mse": "a spectrogram model (umx, xumx)",
     "multi_domain": "a spectrogram model (umx, xumx)",
     "tf_l1": "a band-split model (bsrnn)",
+    "stft_l1": "a band-split model (bsrnn)",
     "stacked_l1": "a stacked hourglass model (shnet)",
 }
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from stemkit.dsp.bands import CONVERSIONS, band_widths, layout_for_source, resolve_layout
 from stemkit.dsp.stft import ISTFT, STFT
 from stemkit.errors import StemkitError
-from stemkit.losses import tf_l1_loss
+from stemkit.losses import complex_l1_loss, tf_l1_loss
 from stemkit.models.base import SeparationModel
 from stemkit.models.blocks.attention import FullBandAttention
 from stemkit.models.blocks.bandsplit import BandSplit
@@ -217,9 +217,9 @@ class BSRNN(SeparationModel):
     Sizes of the replication: ``n_features=64, n_layers=8`` ("bsrnn", 8.0 M parameters for
     vocals), ``n_features=128, n_layers=12`` ("bsrnn-large"); "bsrnn-opt" adds
     ``attention_heads=2, attention_dim=16, stereo="tac", tac_activation="prelu"``. BSCNN is
-    ``seq_model="dilated"`` (with ``fac_sep=1``, ``n_dilated=3`` and ``layout="joint"`` as in
-    the replication). All arguments are plain values, so that a checkpoint can rebuild the
-    model from them.
+    ``seq_model="dilated"`` (with ``fac_sep=1`` and ``n_dilated=3`` as in the replication, each
+    source with its own layout: 29.7 M parameters for the four, as published). All arguments
+    are plain values, so that a checkpoint can rebuild the model from them.
 
     Args:
         sources: target names, in output order. One network per source unless ``simo``.
@@ -327,11 +327,17 @@ class BSRNN(SeparationModel):
 
     def training_loss(self, mixture: Tensor, stems: Tensor, loss_name: str) -> Tensor:
         """``tf_l1`` (the replication's t+tf loss: L1 on the waveforms and on the real and
-        imaginary parts of the spectrograms); other names as
-        :meth:`SeparationModel.training_loss`."""
+        imaginary parts of the spectrograms), ``stft_l1`` (its STFT term alone, the "loss
+        domain: STFT" row of the replication's table; the waveform-only row is ``l1``); other
+        names as :meth:`SeparationModel.training_loss`."""
         if loss_name == "tf_l1":
             waveforms, spectrograms = self.forward_with_spec(mixture)
             return tf_l1_loss(waveforms, stems, spectrograms, self.stft(stems))
+        if loss_name == "stft_l1":
+            # The masked spectrograms themselves, before the iSTFT: what the replication's
+            # STFT-domain loss compares with the targets' STFT.
+            _, spectrograms = self.forward_with_spec(mixture)
+            return complex_l1_loss(spectrograms, self.stft(stems))
         return super().training_loss(mixture, stems, loss_name)
 
     def forward_with_spec(self, mixture: Tensor) -> tuple[Tensor, Tensor]:

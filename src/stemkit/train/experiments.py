@@ -5,7 +5,8 @@ A grid is a YAML file::
     base: configs/bsrnn_small_musdb18hq.yaml   # training preset every variant starts from
     root: runs/grids/bsrnn                      # variant <name> runs in <root>/<name>
     overrides: [optim.scheduler=step]           # dotted overrides shared by every variant
-    evaluate: {subset: test, segment: 10.0, overlap: 0.25}   # optional
+    evaluate: {subset: test, segment: 10.0, overlap: 0.25}   # optional; subset: valid too
+    published: ../published/bsrnn_replication.yaml        # optional: the study's numbers
     variants:
       - name: small
         overrides: []
@@ -20,10 +21,12 @@ grid's base preset, then the shared overrides, then the variant's, then any give
 line, and its ``run_dir`` is ``<root>/<name>``.
 
 :func:`run_grid` trains each variant (resuming an interrupted run, skipping a finished one),
-then scores its best checkpoint on the dataset's test split with :func:`stemkit.evaluation.evaluate`
-into ``<root>/<name>/eval/summary.json``. :func:`grid_table` gathers these into the table of
-the BSRNN replication paper: SDR (cSDR) per source and on average, the average uSDR, the size
-in millions of parameters, the energy, and the training time.
+then scores its best checkpoint on the grid's split (``evaluate.subset``: ``test``, or ``valid``,
+the tracks training monitors) with :func:`stemkit.evaluation.evaluate` into
+``<root>/<name>/eval/summary.json``. :func:`grid_table` gathers these into the table of the BSRNN
+replication: uSDR per source and on average (the replication's metric), the average cSDR, the
+size in millions of parameters, the energy, and the training time; with a ``published`` file
+(:class:`Published`), the study's number of each row beside ours.
 """
 
 from __future__ import annotations
@@ -41,8 +44,72 @@ from stemkit.train.config import TrainConfig, resolve_config
 
 logger = logging.getLogger(__name__)
 
+#: Splits a grid's variants may be scored on (``evaluate.subset``).
+EVALUATION_SPLITS = ("train", "valid", "test")
+
 #: Placeholder of a value the table cannot give.
 MISSING = "–"
+
+#: Numbers a published row may give besides its ``label`` and the scores of its ``sources``.
+PUBLISHED_COLUMNS = (
+    "average",
+    "parameters_m",
+    "energy_kwh_green_algorithms",
+    "energy_kwh_codecarbon",
+)
+
+
+@dataclass
+class Published:
+    """A study's own numbers for the rows of a grid, read from a YAML data file.
+
+    The file names its ``source`` and the ``metric`` and ``split`` of its scores, and holds
+    ``rows`` keyed by variant name: a ``label`` (the study's name of the row), a score per
+    source and their ``average``, and any of ``parameters_m``, ``energy_kwh_codecarbon``,
+    ``energy_kwh_green_algorithms``. A variant without a row is an addition of ours.
+    """
+
+    path: Path
+    source: str
+    metric: str
+    split: str
+    sources: list[str]
+    rows: dict[str, dict[str, Any]]
+
+
+def load_published(path: Path) -> Published:
+    """Read and check a published-numbers file (see :class:`Published`).
+
+    Raises:
+        StemkitError: a missing or malformed file; the message names it.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not path.is_file():
+        raise StemkitError(f"{path}: no such published-numbers file")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OmegaConfBaseException, OSError, ValueError) as error:
+        raise StemkitError(f"{path}: not a readable YAML file ({error})") from error
+    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), dict):
+        raise StemkitError(f"{path}: needs source, metric, split, sources and a 'rows' mapping")
+    missing = [key for key in ("source", "metric", "split", "sources") if not raw.get(key)]
+    if missing:
+        raise StemkitError(f"{path}: missing key(s) {', '.join(missing)}")
+    sources = [str(s) for s in raw["sources"]]
+    allowed = {"label", *sources, *PUBLISHED_COLUMNS}
+    rows: dict[str, dict[str, Any]] = {}
+    for name, row in raw["rows"].items():
+        if not isinstance(row, dict) or not row.get("label"):
+            raise StemkitError(f"{path}: row {name!r} needs a 'label'")
+        unknown = set(row) - allowed
+        if unknown:
+            raise StemkitError(
+                f"{path}: row {name!r} has unknown key(s) {', '.join(sorted(map(str, unknown)))}"
+            )
+        rows[str(name)] = dict(row)
+    return Published(path, str(raw["source"]), str(raw["metric"]), str(raw["split"]), sources, rows)
 
 
 @dataclass
@@ -66,6 +133,7 @@ class Grid:
     subset: str = "test"
     segment: float | None = 10.0
     overlap: float = 0.25
+    published: Published | None = None
 
     def run_dir(self, variant: Variant) -> Path:
         """The run folder of ``variant``."""
@@ -97,7 +165,7 @@ def load_grid(path: str | Path) -> Grid:
         raise StemkitError(f"{path}: not a readable YAML grid ({error})") from error
     if not isinstance(raw, dict):
         raise StemkitError(f"{path}: a grid is a mapping with base, root, variants")
-    unknown = set(raw) - {"base", "root", "overrides", "variants", "evaluate"}
+    unknown = set(raw) - {"base", "root", "overrides", "variants", "evaluate", "published"}
     if unknown:
         raise StemkitError(f"{path}: unknown grid key(s) {', '.join(sorted(map(str, unknown)))}")
     if "root" not in raw or not raw.get("variants"):
@@ -124,6 +192,20 @@ def load_grid(path: str | Path) -> Grid:
     unknown = set(evaluation) - {"subset", "segment", "overlap"}
     if unknown:
         raise StemkitError(f"{path}: unknown evaluate key(s) {', '.join(sorted(unknown))}")
+    subset = str(evaluation.get("subset", "test"))
+    if subset not in EVALUATION_SPLITS:
+        raise StemkitError(
+            f"{path}: evaluate.subset={subset!r}: choose one of {', '.join(EVALUATION_SPLITS)}"
+        )
+    published = None
+    if raw.get("published") is not None:
+        published = load_published(_locate(str(raw["published"]), path))
+        orphans = sorted(set(published.rows) - set(names))
+        if orphans:
+            raise StemkitError(
+                f"{path}: published row(s) {', '.join(orphans)} of {published.path} match no "
+                "variant name"
+            )
     segment = evaluation.get("segment", 10.0)
     return Grid(
         path=path,
@@ -131,9 +213,10 @@ def load_grid(path: str | Path) -> Grid:
         root=_locate(str(raw["root"]), path),
         overrides=_string_list(raw.get("overrides"), path),
         variants=variants,
-        subset=str(evaluation.get("subset", "test")),
+        subset=subset,
         segment=None if segment is None else float(segment),
         overlap=float(evaluation.get("overlap", 0.25)),
+        published=published,
     )
 
 
@@ -196,6 +279,7 @@ def run_variant(
         device=config.device,
         out_dir=run_dir / "eval",
         progress=progress,
+        valid_fraction=config.data.valid_fraction,
     )
     ledger = load_checkpoint(run_dir / "last.pt")["ledger"]
     summary = report.summary()
@@ -212,7 +296,14 @@ def run_variant(
 
 
 def grid_rows(grid: Grid) -> list[dict[str, Any]]:
-    """One row per variant, from its ``eval/summary.json``; values are None where missing."""
+    """One row per variant, from its ``eval/summary.json``; values are None where missing.
+
+    Keys: ``model``; ``usdr_<source>``, ``csdr_<source>`` (sources and ``average``);
+    ``parameters_m``, ``energy_kwh_green_algorithms``, ``energy_kwh_codecarbon``,
+    ``training_hours``; with a published file, ``label`` (the study's row name, or ``None`` for
+    an addition of ours) and ``paper_<key>`` for each of the study's numbers of that row.
+    """
+    published = grid.published
     rows = []
     for variant in grid.variants:
         path = grid.run_dir(variant) / "eval" / "summary.json"
@@ -220,13 +311,19 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
         if _scored(path):
             summary = json.loads(path.read_text())
             for source, scores in summary["sources"].items():
-                row[f"sdr_{source}"] = scores["cSDR"]
-            row["usdr_average"] = summary["sources"]["average"]["uSDR"]
+                row[f"usdr_{source}"] = scores["uSDR"]
+                row[f"csdr_{source}"] = scores.get("cSDR")
             row["parameters_m"] = summary["parameters"] / 1e6
             totals = summary["ledger_totals"]
             row["energy_kwh_green_algorithms"] = totals["energy_kwh"]
             row["energy_kwh_codecarbon"] = totals.get("codecarbon_kwh")
             row["training_hours"] = totals["wall_seconds"] / 3600.0
+        if published is not None:
+            paper = published.rows.get(variant.name)
+            row["label"] = None if paper is None else paper["label"]
+            for key, value in (paper or {}).items():
+                if key != "label":
+                    row[_paper_key(key, published)] = value
         rows.append(row)
     return rows
 
@@ -234,45 +331,77 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
 def grid_table(grid: Grid, write: bool = True) -> str:
     """The replication-paper table of ``grid`` as Markdown (and ``<root>/table.md``/``.csv``).
 
-    Columns: SDR (cSDR, dB) per source and their average, the average uSDR (dB), parameters
-    (millions), energy in kWh by the Green Algorithms estimate of the run's ledger and by
-    CodeCarbon's offline tracker ("–" where it could not measure), and the training time.
+    Columns: uSDR (dB, MDX definition, mean over tracks) per source and their average, the
+    average cSDR (dB, BSS Eval v4, median over frames then tracks), parameters (millions),
+    energy in kWh by the Green Algorithms estimate of the run's ledger and by CodeCarbon's
+    offline tracker ("–" where it could not measure), and the training time. With a published
+    file, each cell the study reports reads ``ours (published)``, and a column names the
+    study's row (or marks an addition of ours). The CSV holds every number in its own column,
+    the per-source cSDR too.
     """
     rows = grid_rows(grid)
-    keys = dict.fromkeys(key for row in rows for key in row if key.startswith("sdr_"))
-    sources = [key[4:] for key in keys if key != "sdr_average"]
+    published = grid.published
+    found = [key[5:] for key in dict.fromkeys(k for row in rows for k in row) if key[:5] == "usdr_"]
+    order = [*(published.sources if published else []), *found]
+    sources = [s for s in dict.fromkeys(order) if s != "average"]
     columns = [
-        ("model", "Model", "{}"),
-        *[(f"sdr_{s}", f"{s.capitalize()} SDR", "{:.2f}") for s in sources],
-        ("sdr_average", "Avg SDR", "{:.2f}"),
+        *[(f"usdr_{s}", f"{s.capitalize()} uSDR", "{:.2f}") for s in sources],
         ("usdr_average", "Avg uSDR", "{:.2f}"),
+        ("csdr_average", "Avg cSDR", "{:.2f}"),
         ("parameters_m", "Params (M)", "{:.2f}"),
         ("energy_kwh_green_algorithms", "Energy GA (kWh)", "{:.3g}"),
         ("energy_kwh_codecarbon", "Energy CC (kWh)", "{:.3g}"),
         ("training_hours", "Train time (h)", "{:.3g}"),
     ]
-    cells = [[_cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
-    header = [title for _, title, _ in columns]
+    header = ["Model", *(["Published row"] if published else []), *(t for _, t, _ in columns)]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-        *("| " + " | ".join(line) + " |" for line in cells),
+        "|" + "|".join(["---"] * (2 if published else 1) + ["---:"] * len(columns)) + "|",
     ]
+    for row in rows:
+        cells = [row["model"]]
+        if published:
+            cells.append(row["label"] or "addition (not in the study)")
+        for key, _, fmt in columns:
+            cell = _cell(row.get(key), fmt)
+            paper = row.get(f"paper_{key}")
+            # As published (8.0, not 8): the study's own precision.
+            cells.append(cell if paper is None else f"{cell} ({paper})")
+        lines.append("| " + " | ".join(cells) + " |")
     note = (
-        f"\nSDR = cSDR (BSS Eval v4, median over 1 s frames then tracks) and uSDR (MDX, mean "
-        f"over tracks), on the '{grid.subset}' split, in dB. Energy GA: Green Algorithms estimate "
-        "from each run's cost ledger; CodeCarbon '–' where it could not measure.\n"
+        f"\nuSDR (MDX: one SNR per track, mean over tracks) and cSDR (BSS Eval v4, median over "
+        f"1 s frames then tracks) on the '{grid.subset}' split, in dB. Energy GA: Green "
+        "Algorithms estimate from each run's cost ledger; CodeCarbon '–' where it could not "
+        "measure.\n"
     )
+    if published:
+        note += (
+            f"In parentheses: the published number ({published.metric} on the "
+            f"'{published.split}' split; energy for the whole published training run), from "
+            f"{published.source} ({published.path.name}).\n"
+        )
     markdown = "\n".join(lines) + "\n" + note
     if write:
+        keys = ["model", *(["label"] if published else [])]
+        keys += [f"{kind}_{s}" for kind in ("usdr", "csdr") for s in [*sources, "average"]]
+        keys += [key for key, _, _ in columns if key not in keys]
+        if published:
+            keys += [f"paper_{key}" for key, _, _ in columns if f"paper_{key}" not in keys]
         grid.root.mkdir(parents=True, exist_ok=True)
         (grid.root / "table.md").write_text(markdown)
         with open(grid.root / "table.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([key for key, _, _ in columns])
+            writer.writerow(keys)
             for row in rows:
-                writer.writerow(["" if row.get(key) is None else row[key] for key, _, _ in columns])
+                writer.writerow(["" if row.get(key) is None else row[key] for key in keys])
     return markdown
+
+
+def _paper_key(key: str, published: Published) -> str:
+    """The ``grid_rows`` key of a published row's ``key``: scores are ``paper_usdr_<source>``."""
+    if key in published.sources or key == "average":
+        return f"paper_{published.metric.lower()}_{key}"
+    return f"paper_{key}"
 
 
 def _scored(summary_path: Path) -> bool:
