@@ -8,6 +8,11 @@ convolution has a bias and "same" padding and is followed by ReLU unless it is o
 linear 1×1 projections (masks and re-injection). 34,176,776 parameters with 2 masks,
 34,180,368 with 4.
 
+The replication study's switches (published-tables.md §3) are arguments of :func:`shnet`:
+``growth_step`` (its channel growth: 64 channels at full resolution, +64 per pooling),
+``residual_source`` (predict n−1 sources, the last is the mixture minus the rest) and
+``output="spectrogram"`` (magnitudes instead of masks).
+
 :class:`StackedHourglass` maps patches to per-stack masks (the training view: the loss sums an
 L1 term over the stacks); :class:`HourglassSeparator` is the waveform model: STFT, sliding-window
 masking with the last stack, mixture phase, iSTFT.
