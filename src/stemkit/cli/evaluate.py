@@ -43,6 +43,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
     parser.add_argument(
+        "--window",
+        choices=("linear", "rectangular", "triangular"),
+        default="linear",
+        help="cross-fade across chunk overlaps (linear)",
+    )
+    parser.add_argument(
         "--device",
         default="auto",
         help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (auto)",
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         segment=model.default_segment if args.segment is None else args.segment or None,
         overlap=args.overlap,
+        window=args.window,
         device=args.device,
         out_dir=args.out,
         progress=True,

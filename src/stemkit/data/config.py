@@ -67,8 +67,9 @@ class DataConfig:
     valid_fraction: float = 0.15
     num_workers: int = 0
     sampler: str = "uniform"
-    #: With the uniform sampler: draw tracks in proportion to their length, so that every
-    #: excerpt start of the data set is equally likely (``false``: every track equally often).
+    #: With the uniform sampler (MUSDB layouts and MIR-1K): draw tracks in proportion to their
+    #: length, so that every excerpt start of the data set is equally likely (``false``: every
+    #: track equally often).
     by_length: bool = False
     #: Batch augmentation on the loaded stems: ``"none"`` or ``"demucs"`` (Demucs v1: per-source
     #: sign flip and channel swap, a random shift of up to ``shift`` seconds, remix of each

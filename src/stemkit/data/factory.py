@@ -169,6 +169,7 @@ def training_dataset(data: DataConfig, seed: int) -> TrainingData:
             random_mix=data.random_mix,
             seed=seed,
             valid_fraction=data.valid_fraction,
+            by_length=data.by_length,
         )
     return _dataset_class(data)(
         data.root,

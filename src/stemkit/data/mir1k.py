@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -295,6 +296,10 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         valid_fraction: share of the training singers' songs held out for ``"valid"``.
         split_seed: chooses those songs, apart from ``seed``.
         native_rate: rate every clip file must have (``None``: any shared rate).
+        by_length: draw each excerpt's clip in proportion to its number of valid starts, so
+            that every (clip, start) of the split is equally likely (the replication study's
+            sampling; clips have between 33 and 311 valid 64-frame starts), instead of
+            ``samples_per_track`` excerpts from every clip. The number of items is unchanged.
 
     Attributes:
         clips: the clips of the split, sorted by name.
@@ -320,6 +325,7 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         valid_fraction: float = 0.1,
         split_seed: int = 42,
         native_rate: int | None = MIR1K_RATE,
+        by_length: bool = False,
     ) -> None:
         if segment is not None and not segment > 0:
             raise DatasetError(
@@ -342,7 +348,18 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         self.samples_per_track = int(samples_per_track)
         self.random_mix = random_mix
         self.seed = int(seed)
+        self.by_length = bool(by_length)
         self._init_epoch()
+
+    def start_counts(self) -> list[int]:
+        """Valid excerpt starts of each clip at the item rate (at least 1; whole clips: 1)."""
+        if self.segment_frames is None:
+            return [1] * len(self.clips)
+        counts = []
+        for clip in self.clips:
+            frames = math.ceil(clip.nb_frames * self.sample_rate / clip.sample_rate)
+            counts.append(max(1, frames - self.segment_frames + 1))
+        return counts
 
     def __len__(self) -> int:
         if self.segment_frames is None:
@@ -361,7 +378,11 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
             clip = self.clips[index]
             return self._read(clip, self.stem_sources), clip.name
         generator = item_generator(self.seed, self.epoch, index)
-        own = self.clips[index // self.samples_per_track]
+        if self.by_length:
+            weights = torch.tensor(self.start_counts(), dtype=torch.float64)
+            own = self.clips[int(torch.multinomial(weights, 1, generator=generator))]
+        else:
+            own = self.clips[index // self.samples_per_track]
         if self.random_mix:
             picks = torch.randint(len(self.clips), (len(self.stem_sources),), generator=generator)
             groups = [
@@ -395,5 +416,6 @@ class Mir1k(EpochAware, Dataset[tuple[Tensor, str]]):
         )
         return (
             f"Mir1k(root={str(self.root)!r}, split={self.split!r}, clips={len(self.clips)}, "
-            f"sources={self.sources}, {self.sample_rate} Hz, {mode})"
+            f"sources={self.sources}, {self.sample_rate} Hz, {mode}"
+            f"{', by length' if self.by_length else ''})"
         )

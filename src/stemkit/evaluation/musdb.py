@@ -144,6 +144,7 @@ def evaluate(
     overlap: float = 0.25,
     batch_size: int = 1,
     device: str = "cpu",
+    window: str = "linear",
     out_dir: str | Path | None = None,
     progress: bool = False,
     limit: int | None = None,
@@ -173,6 +174,7 @@ def evaluate(
         metrics: ``"fast"`` or ``"full"`` (see the module docstring).
         segment: chunk length in seconds (None: whole tracks); oracles always use whole tracks.
         overlap: chunk overlap fraction.
+        window: cross-fade across chunk overlaps (:data:`stemkit.inference.WINDOWS`).
         batch_size: chunks per forward pass.
         device: where the model runs.
         out_dir: folder for the scores; None keeps them in memory only.
@@ -214,6 +216,7 @@ def evaluate(
         "overlap": overlap,
         "batch_size": batch_size,
         "device": device,
+        "window": window,
     }
     done: dict[str, TrackScores] = {}
     out = Path(out_dir) if out_dir is not None else None
@@ -221,7 +224,10 @@ def evaluate(
     if out is not None:
         # Every listed track, not only the first ``limit``: raising the limit later resumes.
         identities = {t.name: track_fingerprint(t, sources) for t in listed}
-        record = _settings(model, method, metrics, segment, overlap, settings)
+        extra = dict(settings or {})
+        if window != "linear":  # recorded only when not the default, so old folders resume
+            extra["window"] = window
+        record = _settings(model, method, metrics, segment, overlap, extra)
         record["dataset"] = dataset_record(root, subset, identities)
         resume = _claim_folder(out, record, force)
         if resume:
@@ -268,6 +274,7 @@ def _separate_and_score(
     overlap: float,
     batch_size: int,
     device: str,
+    window: str = "linear",
 ) -> TrackScores:
     from stemkit.inference import separate
 
@@ -297,6 +304,7 @@ def _separate_and_score(
             overlap=overlap,
             batch_size=batch_size,
             device=device,
+            window=window,
         )
     estimates = _resample_stems(estimates, model.sample_rate, track.sample_rate)
     estimates = _fit_length(estimates, references.shape[-1])

@@ -1,5 +1,5 @@
 """Applying a model to whole songs: chunking, cross-fades, batching and the shift trick."""
 
-from stemkit.inference.chunked import check_settings, separate
+from stemkit.inference.chunked import WINDOWS, check_settings, cross_fade, separate
 
-__all__ = ["check_settings", "separate"]
+__all__ = ["WINDOWS", "check_settings", "cross_fade", "separate"]

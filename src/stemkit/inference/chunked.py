@@ -10,6 +10,14 @@ cross-fades. A cross-fade is written as ``torch.lerp(previous, new, weight)``, w
 ``previous`` exactly when ``new == previous``: chunking never alters a prediction on which
 neighbouring chunks agree, and the identity model comes back bit for bit.
 
+The weight of the incoming chunk across an overlap follows ``window`` (:data:`WINDOWS`):
+``"linear"`` ramps from the previous chunk to the new one; ``"rectangular"`` weights both
+chunks equally (plain averaging, as overlap-add with a rectangular window); ``"triangular"``
+weights each chunk by a triangle over its whole segment (Demucs' ``apply_model``), normalised
+by the sum of the two weights: with at most two chunks overlapping it is the linear ramp up
+to the triangle's discretisation. Every weight goes through ``lerp``, so all three leave
+agreeing predictions exact.
+
 The shift trick (Demucs) runs the whole procedure again on copies of the mixture delayed by
 random offsets in [0, 0.5 s), undoes each delay and averages the predictions, again through
 ``lerp`` (a running mean) so that equal predictions stay exact.
@@ -25,11 +33,16 @@ from torch import Tensor, nn
 
 from stemkit.models.base import SeparationModel
 
+#: Cross-fade windows of :func:`separate`.
+WINDOWS = ("linear", "rectangular", "triangular")
+
 #: Largest random delay of the shift trick, in seconds (the value Demucs uses).
 MAX_SHIFT_SECONDS = 0.5
 
 
-def check_settings(segment: float | None, overlap: float, batch_size: int, shifts: int) -> None:
+def check_settings(
+    segment: float | None, overlap: float, batch_size: int, shifts: int, window: str = "linear"
+) -> None:
     """Validate the chunking settings of :func:`separate`.
 
     Raises:
@@ -48,6 +61,8 @@ def check_settings(segment: float | None, overlap: float, batch_size: int, shift
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     if int(shifts) != shifts or shifts < 0:
         raise ValueError(f"shifts must be a non-negative integer, got {shifts}")
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
 
 
 def separate(
@@ -62,6 +77,7 @@ def separate(
     progress: bool = False,
     generator: torch.Generator | None = None,
     on_progress: Callable[[int, int], object] | None = None,
+    window: str = "linear",
 ) -> Tensor:
     """Separate a whole mixture with ``model``, chunk by chunk.
 
@@ -80,6 +96,7 @@ def separate(
         generator: random source of the shift delays, for reproducible results.
         on_progress: called as ``on_progress(done, total)`` after each batch of chunks, the
             counts summed over the shift passes (the web service's progress bars).
+        window: cross-fade across overlaps, one of :data:`WINDOWS` (see the module docstring).
 
     Returns:
         ``(sources, channels, time)`` on the CPU, in the dtype of ``mixture``.
@@ -88,7 +105,7 @@ def separate(
         ValueError: bad settings, a mixture that is not ``(channels, time)``, or a model whose
             output does not have the expected shape.
     """
-    check_settings(segment, overlap, batch_size, shifts)
+    check_settings(segment, overlap, batch_size, shifts, window)
     if mixture.ndim != 2 or mixture.shape[-1] == 0:
         raise ValueError(
             f"the mixture must be (channels, time) with time > 0, got {tuple(mixture.shape)}"
@@ -137,6 +154,7 @@ def separate(
                 batch_size,
                 device,
                 advance,
+                window,
             )
             if result is None:
                 result = estimate
@@ -175,6 +193,7 @@ def _one_pass(
     batch_size: int,
     device: str | torch.device,
     advance: Callable[[int], object],
+    window: str = "linear",
 ) -> Tensor:
     """Separate ``mixture`` ``(channels, time)`` delayed by ``delay`` samples of silence.
 
@@ -195,9 +214,7 @@ def _one_pass(
     # last seconds. So the last chunk reads the final ``segment_length`` samples instead; on the
     # regular grid it would start at (nb_chunks - 1) * hop >= last_start.
     last_start = virtual_length - segment_length
-    # Weights of the incoming chunk across an overlap, strictly inside (0, 1) and symmetric,
-    # so both chunks always contribute.
-    fade = torch.arange(1, overlap_length + 1, dtype=mixture.dtype) / (overlap_length + 1)
+    fade = cross_fade(window, overlap_length, segment_length, mixture.dtype)
 
     def cut(index: int) -> Tensor:
         chunk = mixture.new_zeros((nb_channels, segment_length))
@@ -228,6 +245,36 @@ def _one_pass(
         advance(len(predictions))
     assert output is not None
     return output
+
+
+def cross_fade(
+    window: str, overlap_length: int, segment_length: int, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Weights ``(overlap_length,)`` of the incoming chunk across an overlap, in ``(0, 1)``.
+
+    ``linear``: ``(t + 1) / (overlap + 1)``, symmetric, so both chunks always contribute;
+    ``rectangular``: ½ everywhere; ``triangular``: ``w(t) / (w(t) + w(hop + t))`` for the
+    triangle ``w`` over one segment (1 … ⌈S/2⌉ … 1, as Demucs), ``hop = S − overlap``.
+    """
+    t = torch.arange(overlap_length, dtype=torch.float64)
+    if window == "rectangular":
+        fade = torch.full_like(t, 0.5)
+    elif window == "triangular":
+        half = segment_length // 2
+        triangle = torch.cat(
+            [
+                torch.arange(1, half + 1, dtype=torch.float64),
+                torch.arange(segment_length - half, 0, -1, dtype=torch.float64),
+            ]
+        )
+        hop = segment_length - overlap_length
+        incoming, previous = triangle[:overlap_length], triangle[hop : hop + overlap_length]
+        fade = incoming / (incoming + previous)
+    elif window == "linear":
+        fade = (t + 1) / (overlap_length + 1)
+    else:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    return fade.to(dtype)
 
 
 def _place(output: Tensor, begin: int, values: Tensor, fade: Tensor | None = None) -> None:

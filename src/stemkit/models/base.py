@@ -17,7 +17,13 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from stemkit.errors import StemkitError
-from stemkit.losses import l1_loss, mse_loss, sisdr_loss, usdr_loss
+from stemkit.losses import (
+    combination_weighted_sdr_loss,
+    l1_loss,
+    mse_loss,
+    sisdr_loss,
+    usdr_loss,
+)
 
 __all__ = [
     "DEFAULT_SEGMENT",
@@ -36,6 +42,9 @@ DEFAULT_SEGMENT = 15.0
 TRAINING_LOSSES: dict[str, str] = {
     "spectral_mse": "magnitude MSE (Open-Unmix recipe; spectrogram models)",
     "multi_domain": "X-UMX: magnitude MSE + 10 × weighted SDR, over all 2^N-2 source subsets",
+    "multi_domain_sources": "X-UMX ablation: the multi-domain loss over the sources alone",
+    "combination_mse": "X-UMX ablation: magnitude MSE over all 2^N-2 source subsets",
+    "combination_wsdr": "1 + weighted SDR over all 2^N-2 source subsets, on waveforms",
     "tf_l1": "BSRNN t+tf: L1 on waveform + L1 on real and imaginary STFT parts",
     "stft_l1": "BSRNN STFT-only: L1 on real and imaginary STFT parts (no waveform term)",
     "stacked_l1": "SH-Net: sum over stacks of mean |Y - X * M_stack| on max-normalised magnitudes",
@@ -51,6 +60,7 @@ WAVEFORM_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": mse_loss,
     "usdr": usdr_loss,
     "sisdr": sisdr_loss,
+    "combination_wsdr": combination_weighted_sdr_loss,
 }
 
 #: The objectives only one family computes (in its :meth:`SeparationModel.training_loss`),
@@ -58,6 +68,8 @@ WAVEFORM_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 _FAMILY_LOSSES = {
     "spectral_mse": "a spectrogram model (umx, xumx)",
     "multi_domain": "a spectrogram model (umx, xumx)",
+    "multi_domain_sources": "a spectrogram model (umx, xumx)",
+    "combination_mse": "a spectrogram model (umx, xumx)",
     "tf_l1": "a band-split model (bsrnn)",
     "stft_l1": "a band-split model (bsrnn)",
     "stacked_l1": "a stacked hourglass model (shnet)",

@@ -8,6 +8,11 @@ convolution has a bias and "same" padding and is followed by ReLU unless it is o
 linear 1×1 projections (masks and re-injection). 34,176,776 parameters with 2 masks,
 34,180,368 with 4.
 
+The replication study's switches (published-tables.md §3) are arguments of :func:`shnet`:
+``growth_step`` (its channel growth: 64 channels at full resolution, +64 per pooling),
+``residual_source`` (predict n−1 sources, the last is the mixture minus the rest) and
+``output="spectrogram"`` (magnitudes instead of masks).
+
 :class:`StackedHourglass` maps patches to per-stack masks (the training view: the loss sums an
 L1 term over the stacks); :class:`HourglassSeparator` is the waveform model: STFT, sliding-window
 masking with the last stack, mixture phase, iSTFT.
@@ -28,16 +33,21 @@ from stemkit.models.base import SeparationModel
 from stemkit.models.registry import register
 
 __all__ = [
+    "OUTPUTS",
     "HourglassSeparator",
     "StackedHourglass",
     "growth_channels",
     "shnet",
     "stacked_mask_loss",
+    "study_growth_channels",
     "window_plan",
 ]
 
 #: Channels of the stem convolutions before the last one, which outputs the hourglass width.
 STEM_CHANNELS = (64, 128, 128, 128)
+#: What the last convolution of each stack predicts: a mask per source (the reference), or the
+#: (normalised) magnitude of each source directly (the study's "spectrogram" switch).
+OUTPUTS = ("mask", "spectrogram")
 #: Floor of the normalising maximum, so that digital silence stays silence instead of NaN.
 _TINY = 1e-8
 
@@ -100,6 +110,18 @@ def growth_channels(channels: int, depth: int) -> list[int]:
     if channels < 4:
         raise ValueError(f"channel growth needs channels >= 4, got {channels}")
     return [channels // 2 + level * (channels // 4) for level in range(depth)]
+
+
+def study_growth_channels(start: int, step: int, depth: int) -> list[int]:
+    """Lower-branch widths of the replication study's channel-growth variant.
+
+    The hourglass starts at ``start`` channels at full resolution and gains ``step`` channels
+    per pooling (losing them again per upsampling): ``start + step``, ``start + 2·step``, …,
+    outermost level first, e.g. 128, 192, 256, 320 for ``start=step=64, depth=4``.
+    """
+    if start < 1 or step < 0 or depth < 1:
+        raise ValueError(f"need start >= 1, step >= 0, depth >= 1; got {start}, {step}, {depth}")
+    return [start + (level + 1) * step for level in range(depth)]
 
 
 class StackedHourglass(nn.Module):
@@ -244,6 +266,11 @@ class HourglassSeparator(SeparationModel):
         n_hop: hop size (256).
         patch_frames: window length in frames (64), a multiple of 4.
         window_batch: windows per network call; bounds memory on long inputs.
+        residual_source: the network predicts the first ``len(sources) − 1`` sources and the
+            last one is the mixture minus the rest (mask ``1 − Σ`` the other masks, or the
+            mixture magnitude minus the other spectrograms); the study's "n−1" switch.
+        output: ``"mask"`` (the reference: masks applied to the mixture magnitude) or
+            ``"spectrogram"`` (the network's outputs are the normalised source magnitudes).
 
     Shapes:
         forward: ``(batch, 1, time)`` → ``(batch, nb_sources, 1, time)``.
@@ -259,12 +286,17 @@ class HourglassSeparator(SeparationModel):
         n_hop: int = 256,
         patch_frames: int = 64,
         window_batch: int = 4,
+        residual_source: bool = False,
+        output: str = "mask",
     ) -> None:
         sources = list(sources)
-        if len(sources) != net.nb_sources:
+        if len(sources) - int(residual_source) != net.nb_sources:
             raise ValueError(
-                f"{len(sources)} source names for a network with {net.nb_sources} masks"
+                f"{len(sources)} source names for a network with {net.nb_sources} outputs"
+                + (" (one source is the residual)" if residual_source else "")
             )
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
         if len(set(sources)) != len(sources):
             raise ValueError(f"source names must be unique, got {sources}")
         if patch_frames < 4 or patch_frames % 4:
@@ -277,6 +309,8 @@ class HourglassSeparator(SeparationModel):
         self.n_hop = n_hop
         self.patch_frames = patch_frames
         self.window_batch = window_batch
+        self.residual_source = bool(residual_source)
+        self.output = output
         self.stft = STFT(n_fft, n_hop, center=True)
         self.istft = ISTFT(n_fft, n_hop, center=True)
 
@@ -313,38 +347,58 @@ class HourglassSeparator(SeparationModel):
         """
         return mix_mag.amax(dim=(-3, -2, -1), keepdim=True).clamp_min(_TINY)
 
+    def complete(self, outputs: Tensor, mix_mag: Tensor) -> Tensor:
+        """Add the residual source to the network's outputs when it predicts ``n − 1``.
+
+        Args:
+            outputs: masks or normalised magnitudes ``(batch, nb_outputs, bins, frames)``.
+            mix_mag: the normalised mixture magnitude ``(batch, 1, bins, frames)``.
+
+        Returns:
+            ``(batch, nb_sources, bins, frames)``: ``outputs`` itself, or with the last source
+            appended as ``1 − Σ masks`` (``output="mask"``) or ``mix_mag − Σ spectrograms``.
+        """
+        if not self.residual_source:
+            return outputs
+        whole = torch.ones_like(mix_mag) if self.output == "mask" else mix_mag
+        return torch.cat([outputs, whole - outputs.sum(dim=1, keepdim=True)], dim=1)
+
     def stack_masks(self, mix_mag_patches: Tensor) -> list[Tensor]:
-        """Masks of every stack, for the training loss ``Σ_stacks mean|Y − X ⊙ M|``.
+        """Outputs of every stack, for the training loss ``Σ_stacks mean|Y − X ⊙ M|``.
 
         Args:
             mix_mag_patches: normalised mixture magnitudes ``(batch, 1, nb_bins, patch_frames)``
                 (see :meth:`normaliser`; ``nb_bins`` = ``n_fft // 2``).
 
         Returns:
-            ``nb_stacks`` tensors ``(batch, nb_sources, nb_bins, patch_frames)``, unclipped.
+            ``nb_stacks`` tensors ``(batch, nb_sources, nb_bins, patch_frames)``, unclipped:
+            masks, or normalised magnitudes with ``output="spectrogram"``; with
+            ``residual_source``, the last source completed by :meth:`complete`.
         """
         if mix_mag_patches.dim() != 4 or mix_mag_patches.shape[-2] != self.nb_bins:
             raise ValueError(
                 f"expected patches (batch, 1, {self.nb_bins}, nb_frames), got "
                 f"{tuple(mix_mag_patches.shape)}"
             )
-        return self.net(mix_mag_patches)
+        return [self.complete(out, mix_mag_patches) for out in self.net(mix_mag_patches)]
 
-    def masks(self, mix_mag: Tensor) -> Tensor:
-        """Last-stack masks over a whole spectrogram by sliding windows.
+    def _last_stack(self, mix_mag: Tensor) -> tuple[Tensor, Tensor]:
+        """Last-stack outputs over a whole spectrogram by sliding windows, and the normaliser.
 
         Args:
             mix_mag: ``(batch, 1, n_fft // 2 + 1, nb_frames)``, not normalised.
 
         Returns:
-            ``(batch, nb_sources, 1, n_fft // 2 + 1, nb_frames)``, non-negative.
+            Outputs ``(batch, nb_sources, n_fft // 2, nb_frames)`` (unclipped, completed) and
+            the normaliser ``(batch, 1, 1, 1)``.
         """
         if mix_mag.dim() != 4 or mix_mag.shape[1:3] != (1, self.nb_bins + 1):
             raise ValueError(
                 f"expected (batch, 1, {self.nb_bins + 1}, nb_frames), got {tuple(mix_mag.shape)}"
             )
         batch, _, _, nb_frames = mix_mag.shape
-        x = (mix_mag / self.normaliser(mix_mag))[..., : self.nb_bins, :]
+        scale = self.normaliser(mix_mag)
+        x = (mix_mag / scale)[..., : self.nb_bins, :]
         if nb_frames < self.patch_frames:
             x = F.pad(x, (0, self.patch_frames - nb_frames))
         plan = window_plan(x.shape[-1], self.patch_frames)
@@ -352,9 +406,28 @@ class HourglassSeparator(SeparationModel):
         windows = torch.stack([x[..., s : s + self.patch_frames] for s, _, _ in plan], dim=1)
         windows = windows.flatten(0, 1)
         outputs = [self.net(chunk)[-1] for chunk in windows.split(self.window_batch)]
-        masks = torch.cat(outputs).unflatten(0, (batch, len(plan)))
-        pieces = [masks[:, k, ..., a - s : b - s] for k, (s, a, b) in enumerate(plan)]
-        full = torch.cat(pieces, dim=-1)[..., :nb_frames].clamp_min(0)
+        raw = torch.cat(outputs).unflatten(0, (batch, len(plan)))
+        pieces = [raw[:, k, ..., a - s : b - s] for k, (s, a, b) in enumerate(plan)]
+        full = torch.cat(pieces, dim=-1)[..., :nb_frames]
+        return self.complete(full, x[..., :nb_frames]), scale
+
+    def masks(self, mix_mag: Tensor) -> Tensor:
+        """Last-stack masks over a whole spectrogram by sliding windows.
+
+        With ``output="spectrogram"`` these are the estimated magnitudes over the mixture's
+        (0 where the mixture is 0), so that masks × mixture is the estimate either way.
+
+        Args:
+            mix_mag: ``(batch, 1, n_fft // 2 + 1, nb_frames)``, not normalised.
+
+        Returns:
+            ``(batch, nb_sources, 1, n_fft // 2 + 1, nb_frames)``, non-negative.
+        """
+        full, scale = self._last_stack(mix_mag)
+        full = full.clamp_min(0)
+        if self.output == "spectrogram":
+            seen = mix_mag[..., : self.nb_bins, :]
+            full = torch.where(seen > 0, full * scale / seen.clamp_min(_TINY), 0.0)
         # the Nyquist bin, which the network does not see, shares the mask of its neighbour
         full = torch.cat([full, full[..., -1:, :]], dim=-2)
         return full.unsqueeze(2)
@@ -426,7 +499,11 @@ def stacked_mask_loss(model: HourglassSeparator, mixture: Tensor, stems: Tensor)
     mix_mag = (mix_mag / scale)[..., : model.nb_bins, :]
     # (batch, nb_sources, 1, bins, frames) -> (batch, nb_sources, bins, frames)
     target_mag = (model.magnitudes(stems) / scale.unsqueeze(1))[..., 0, : model.nb_bins, :]
-    return stacked_mask_l1(model.stack_masks(mix_mag), mix_mag, target_mag)
+    outputs = model.stack_masks(mix_mag)
+    if model.output == "spectrogram":
+        # Σ_stacks mean|Y − S_stack|: the same L1 with the outputs as the estimates themselves
+        return stacked_mask_l1(outputs, torch.ones_like(mix_mag), target_mag)
+    return stacked_mask_l1(outputs, mix_mag, target_mag)
 
 
 @register("shnet")
@@ -442,6 +519,9 @@ def shnet(
     n_hop: int = 256,
     patch_frames: int = 64,
     window_batch: int = 4,
+    growth_step: int | None = None,
+    residual_source: bool = False,
+    output: str = "mask",
 ) -> HourglassSeparator:
     """SH-Net separator; the defaults are the reference MIR-1K configuration.
 
@@ -462,8 +542,19 @@ def shnet(
         n_hop: hop size.
         patch_frames: frames per window.
         window_batch: windows per network call at separation time.
+        growth_step: the replication study's channel growth (:func:`study_growth_channels`):
+            the hourglass is ``channels`` wide at full resolution and gains ``growth_step``
+            channels per pooling (the study: ``channels=64, growth_step=64``); excludes
+            ``channel_growth``.
+        residual_source: predict all sources but the last, which is the mixture minus the
+            rest (:class:`HourglassSeparator`).
+        output: ``"mask"`` or ``"spectrogram"`` (direct magnitude output).
     """
     sources = list(sources)
+    if channel_growth and growth_step is not None:
+        raise ValueError("channel_growth and growth_step are two growth rules: choose one")
+    if residual_source and len(sources) < 2:
+        raise ValueError("residual_source needs at least two sources")
     if not sources:
         raise ValueError("shnet needs at least one source name")
     if n_fft // 2 < 2**depth:
@@ -471,12 +562,17 @@ def shnet(
             f"n_fft={n_fft} gives {n_fft // 2} bins, too few for {depth} poolings; "
             f"use n_fft >= {2 ** (depth + 1)}"
         )
+    levels = None
+    if channel_growth:
+        levels = growth_channels(channels, depth)
+    elif growth_step is not None:
+        levels = study_growth_channels(channels, growth_step, depth)
     net = StackedHourglass(
-        nb_sources=len(sources),
+        nb_sources=len(sources) - int(residual_source),
         channels=channels,
         nb_stacks=nb_stacks,
         depth=depth,
-        level_channels=growth_channels(channels, depth) if channel_growth else None,
+        level_channels=levels,
         stem_channels=stem_channels,
     )
     return HourglassSeparator(
@@ -487,4 +583,6 @@ def shnet(
         n_hop=n_hop,
         patch_frames=patch_frames,
         window_batch=window_batch,
+        residual_source=residual_source,
+        output=output,
     )

@@ -255,6 +255,8 @@ def run_variant(
 
     run_dir = Path(config.run_dir)
     summary_path = run_dir / "eval" / "summary.json"
+    if config.model.name in ORACLES:
+        return _score_oracle(grid, variant, config, summary_path, progress)
     check_same_run(run_dir, config_to_dict(config))
     if run_finished(config):
         logger.info("[%s] training finished earlier: skipped", variant.name)
@@ -269,6 +271,8 @@ def run_variant(
     if not best.is_file():
         raise StemkitError(f"{run_dir}: no best.pt to evaluate; the run saved no epoch")
     model = model_from_checkpoint(load_checkpoint(best), best)
+    if config.data.format == "mir1k":
+        return _score_mir1k(variant, config, model, summary_path)
     report = evaluate(
         model,
         config.data.root,
@@ -308,7 +312,8 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
     for variant in grid.variants:
         path = grid.run_dir(variant) / "eval" / "summary.json"
         row: dict[str, Any] = {"model": variant.name}
-        if _scored(path):
+        row.update(_study_cells(grid.run_dir(variant), path))
+        if _scored(path) and "mir1k" not in json.loads(path.read_text()):
             summary = json.loads(path.read_text())
             for source, scores in summary["sources"].items():
                 row[f"usdr_{source}"] = scores["uSDR"]
@@ -353,6 +358,7 @@ def grid_table(grid: Grid, write: bool = True) -> str:
         ("energy_kwh_codecarbon", "Energy CC (kWh)", "{:.3g}"),
         ("training_hours", "Train time (h)", "{:.3g}"),
     ]
+    columns[0:0] = _study_columns(rows)  # the study's own columns first
     header = ["Model", *(["Published row"] if published else []), *(t for _, t, _ in columns)]
     lines = [
         "| " + " | ".join(header) + " |",
@@ -402,6 +408,103 @@ def _paper_key(key: str, published: Published) -> str:
     if key in published.sources or key == "average":
         return f"paper_{published.metric.lower()}_{key}"
     return f"paper_{key}"
+
+
+#: Columns some studies add (present only when a row has them): the final training loss (the
+#: Open-Unmix study) and the MIR-1K protocol scores (the Stacked Hourglass study).
+STUDY_COLUMNS = (
+    ("final_train_loss", "Final loss", "{:.4g}"),
+    *(
+        (f"{metric.lower()}_{source}", f"{label} {metric}", "{:.2f}")
+        for source, label in (("vocals", "Voice"), ("accompaniment", "Accomp."))
+        for metric in ("GNSDR", "GSIR", "GSAR")
+    ),
+)
+
+
+def _study_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [column for column in STUDY_COLUMNS if any(column[0] in row for row in rows)]
+
+
+def _study_cells(run_dir: Path, summary_path: Path) -> dict[str, Any]:
+    """The last epoch's training loss, and for a MIR-1K run its scores, size, energy, time."""
+    cells: dict[str, Any] = {}
+    history = run_dir / "history.json"
+    if history.is_file():
+        epochs = json.loads(history.read_text())
+        if epochs:
+            cells["final_train_loss"] = epochs[-1]["train_loss"]
+    if _scored(summary_path):
+        summary = json.loads(summary_path.read_text())
+        if "mir1k" in summary:
+            for metric in ("GNSDR", "GSIR", "GSAR"):
+                for source, value in summary["mir1k"][metric].items():
+                    cells[f"{metric.lower()}_{source}"] = value
+            totals = summary["ledger_totals"]
+            cells.update(
+                parameters_m=summary["parameters"] / 1e6,
+                energy_kwh_green_algorithms=totals["energy_kwh"],
+                energy_kwh_codecarbon=totals.get("codecarbon_kwh"),
+                training_hours=totals["wall_seconds"] / 3600.0,
+            )
+    return cells
+
+
+#: Model names that are oracles (``stemkit.models.oracle.KINDS``): a row that is scored, not
+#: trained (the IRM row of the Demucs study).
+ORACLES = ("ibm1", "ibm2", "irm1", "irm2", "mwf")
+
+
+def _score_oracle(
+    grid: Grid, variant: Variant, config: TrainConfig, summary_path: Path, progress: bool
+) -> Path:
+    """Score an oracle row on whole tracks; it has no parameters and costs no training."""
+    from stemkit.evaluation import evaluate
+    from stemkit.models import build
+
+    if _scored(summary_path):
+        logger.info("[%s] already evaluated: %s", variant.name, summary_path)
+        return summary_path
+    model = build(config.model.name, sources=config.data.sources, **config.model.kwargs)
+    report = evaluate(
+        model,
+        config.data.root,
+        grid.subset,
+        method=variant.name,
+        device=config.device,
+        out_dir=summary_path.parent,
+        progress=progress,
+    )
+    summary = report.summary()
+    summary.update(
+        variant=variant.name,
+        subset=grid.subset,
+        parameters=0,
+        ledger_totals={"energy_kwh": 0.0, "codecarbon_kwh": None, "wall_seconds": 0.0},
+        epochs_trained=0,
+    )
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary_path
+
+
+def _score_mir1k(variant: Variant, config: TrainConfig, model: Any, summary_path: Path) -> Path:
+    """Score a MIR-1K run by the protocol (GNSDR, GSIR, GSAR) into ``summary_path``."""
+    from stemkit.artifacts.checkpoint import load_checkpoint
+    from stemkit.evaluation.mir1k import evaluate_mir1k
+
+    scores = evaluate_mir1k(model, config.data.root, sources=config.data.sources)
+    ledger = load_checkpoint(Path(config.run_dir) / "last.pt")["ledger"]
+    summary = {
+        "variant": variant.name,
+        "mir1k": {key: scores[key] for key in ("GNSDR", "GSIR", "GSAR", "clips")},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "ledger_totals": ledger["totals"],
+        "epochs_trained": len(ledger["epochs"]),
+    }
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    logger.info("[%s] MIR-1K: %s", variant.name, summary["mir1k"])
+    return summary_path
 
 
 def _scored(summary_path: Path) -> bool:

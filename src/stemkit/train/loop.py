@@ -8,6 +8,7 @@ One run lives in one folder::
                          the weights of the best epoch by ``optim.monitor``
     history.json/.csv    one row per epoch: losses, validation uSDR (when monitored), learning
                          rate, time, energy
+    batches.csv          one row per training batch: epoch, batch, step, loss
     learning_curve.png   training and validation loss per epoch (and validation uSDR)
     tensorboard/         the same scalars, only when TensorBoard is installed
 
@@ -285,8 +286,17 @@ def train(
             if _epochs_since_best(history, optim.monitor) >= optim.patience:
                 break
             ledger.start()
+            batch_losses: list[float] = []
             train_loss = _train_one_epoch(
-                fabric, step_module, step_optimizer, train_set, config, epoch, progress, rows
+                fabric,
+                step_module,
+                step_optimizer,
+                train_set,
+                config,
+                epoch,
+                progress,
+                rows,
+                batch_losses,
             )
             scores = validate(model, valid_set, config, fabric.device) if leader else {}
             if fabric.world_size > 1:
@@ -321,6 +331,7 @@ def train(
                 save_checkpoint(last_path, model, training_state=training_state, **meta)
                 assert run_logger is not None
                 run_logger.log(history)
+                write_batch_losses(run_dir / "batches.csv", epoch, batch_losses)
             if leader:
                 logger.info("%s", _epoch_line(row, optim.monitor, improved))
             if on_epoch_end is not None:
@@ -407,8 +418,11 @@ def _train_one_epoch(
     epoch: int,
     progress: bool,
     rows: Sequence[int],
+    batch_losses: list[float] | None = None,
 ) -> float:
     """One pass over this process's share of the epoch's excerpts; returns the mean batch loss.
+
+    Each batch's loss is appended to ``batch_losses`` when given (this process's batches).
 
     ``objective`` and ``optimizer`` are the Fabric-wrapped :class:`_Objective` and optimiser;
     ``rows`` are the model's targets among the stems of an item (:func:`target_rows`).
@@ -467,6 +481,8 @@ def _train_one_epoch(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         total += loss.item()
+        if batch_losses is not None:
+            batch_losses.append(loss.item())
         bar.set_postfix(loss=f"{total / (index + 1):.4f}")
         if delay:
             time.sleep(delay)
@@ -476,6 +492,30 @@ def _train_one_epoch(
         assert isinstance(reduced, Tensor)
         mean = float(reduced)
     return mean
+
+
+def write_batch_losses(path: Path, epoch: int, losses: Sequence[float]) -> None:
+    """Record the batch losses of ``epoch`` in ``path`` (CSV: epoch, batch, step, loss).
+
+    ``batch`` counts within the epoch and ``step`` over the whole run, so that the loss can be
+    plotted against batches (the Open-Unmix study's figure). Rows of ``epoch`` and later, left
+    by a run interrupted after they were written, are replaced, so a resumed run keeps one row
+    per batch. Under DDP only the leader's share of the batches is recorded.
+    """
+    kept: list[dict[str, str]] = []
+    if path.is_file():
+        with open(path, newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) < epoch]
+    step = int(kept[-1]["step"]) + 1 if kept else 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "batch", "step", "loss"])
+        writer.writerows([row["epoch"], row["batch"], row["step"], row["loss"]] for row in kept)
+        writer.writerows(
+            [epoch, batch, step + batch, repr(float(loss))] for batch, loss in enumerate(losses)
+        )
+    tmp.replace(path)
 
 
 def batch_augmentation(data: DataConfig, sample_rate: int) -> DemucsAugment | None:
