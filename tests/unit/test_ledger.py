@@ -110,7 +110,8 @@ def test_a_training_run_fills_the_ledger_and_history(hq_tree: Path, tmp_path: Pa
     else:
         assert row["codecarbon_kwh"] >= 0 and ledger["codecarbon"]["reason"] is None
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".csv") == [
-        "history.csv"
+        "batches.csv",
+        "history.csv",
     ]
 
 
