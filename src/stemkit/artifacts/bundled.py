@@ -13,7 +13,7 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "default"
 
 #: Bundled model name → checkpoint file in :data:`BUNDLED_DIR`.
-BUNDLED: dict[str, str] = {"default": "umx-synth-small.pt"}
+BUNDLED: dict[str, str] = {"default": "umx-synthmix-small.pt"}
 
 
 def bundled_path(name: str = DEFAULT_MODEL) -> Path:

@@ -327,18 +327,18 @@ def _demucs_score(
 _ENTRIES: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         name="default",
-        title="Open-Unmix umx-synth-small (stemkit's own)",
+        title="Open-Unmix umx-synthmix-small (stemkit's own; has heard no real recording)",
         system="umx",
         kwargs={"sources": list(MUSDB), "hidden_size": 96, "niter": 1},
         stems=MUSDB,
         sample_rate=44100,
         parameters=3_524_752,
-        trained_on="generated songs (stemkit data synth, 38 songs)",
+        trained_on="generated songs only (stemkit data synth, 76 songs, no real recording)",
         score=Score(
             USDR,
-            "stemkit generator test split (10 songs)",
-            (("vocals", 6.03), ("drums", 7.76), ("bass", 5.48), ("other", 3.28)),
-            "its model card, artifacts/weights/umx-synth-small.md",
+            "stemkit generator held-out split (10 songs, unseen soundfont, voices, effects)",
+            (("vocals", 4.84), ("drums", 5.55), ("bass", 5.51), ("other", 4.04)),
+            "its model card, artifacts/weights/umx-synthmix-small.md",
         ),
         weights=Bundled("default"),
     ),

@@ -50,17 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="stemkit-demo-") as tmp:
         print(f"rendering a {args.duration:g} s song (seed {args.seed})")
-        # The songs the bundled model learned from: TimGM6mb, dry stems, a synthesizer voice.
-        [track] = synthesize(
-            Path(tmp),
-            1,
-            args.duration,
-            args.seed,
-            n_test=1,
-            soundfonts="TimGM6mb",
-            production=False,
-            voice="synth",
-        )
+        # The generator's defaults: a sung voice, several soundfonts, a mixing chain.
+        [track] = synthesize(Path(tmp), 1, args.duration, args.seed, n_test=1)
         song = out / "song"
         if song.exists():
             shutil.rmtree(song)

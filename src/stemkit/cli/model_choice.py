@@ -22,7 +22,7 @@ WEIGHTLESS: frozenset[str] = frozenset({"identity"})
 #: What each bundled model was trained on, in the words its model card uses (the checkpoint
 #: only records a data folder).
 BUNDLED_NOTES: dict[str, str] = {
-    "default": "Open-Unmix umx-synth-small, bundled; trained on generated songs only; "
+    "default": "Open-Unmix umx-synthmix-small, bundled; trained on generated songs only; "
     "expect weak results on real music",
 }
 
