@@ -34,7 +34,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from weights_server import WeightsServer
 
 from stemkit.artifacts.catalogue import CATALOGUE, Fetchable
 from stemkit.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
@@ -43,6 +42,7 @@ from stemkit.artifacts.fetch import cached_path, load_catalogue_model
 from stemkit.cli import main as cli
 from stemkit.errors import CheckpointError, DownloadError
 from stemkit.models.demucs import center_trim
+from weights_server import WeightsServer
 
 EPS = 1e-5  # stemkit's addition to the standard deviation (the release divides by it alone)
 

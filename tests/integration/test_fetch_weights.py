@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from weights_server import WeightsServer
 
 from stemkit import models
 from stemkit.artifacts.catalogue import ALL_STEMS, CATALOGUE, CatalogueEntry, Fetchable, WeightFile
@@ -32,6 +31,7 @@ from stemkit.artifacts.checkpoint import load_checkpoint
 from stemkit.artifacts.fetch import cached_path
 from stemkit.cli import main as cli
 from stemkit.cli import model_choice
+from weights_server import WeightsServer
 
 RATE = 44100
 N_FFT, N_HOP, HIDDEN = 512, 128, 16
