@@ -283,6 +283,9 @@ class Separator:
         self.progress = progress
         self.on_progress = on_progress
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        #: what the last :meth:`separate_to_folder` cost: ``audio_seconds`` and the measured
+        #: span (:meth:`stemkit.energy.Meter.record`); None before the first
+        self.last_cost: dict[str, Any] | None = None
         logger.debug(
             "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
             name, self.device, "the whole song" if chosen is None else f"{chosen:g} s",
@@ -519,6 +522,7 @@ class Separator:
         """
         from stemkit import outputs
         from stemkit.audio.blocks import BlockReader
+        from stemkit.energy import Meter
         from stemkit.inference.files import StemFile, stream_stems
 
         output = output or StemFiles()
@@ -550,16 +554,21 @@ class Separator:
                     for file, (_, index, complement) in zip(files, targets, strict=True)
                 ]
                 try:
-                    stream_stems(
-                        reader,
-                        self._stream_separate(reader.frames / song_rate, model),
-                        stem_files,
-                        model_rate=self.sample_rate,
-                        rate=rate,
-                        subtype=output.subtype,
-                        clip=output.clip,
-                        bitrate=output.bitrate,
-                    )
+                    with Meter() as meter:
+                        stream_stems(
+                            reader,
+                            self._stream_separate(reader.frames / song_rate, model),
+                            stem_files,
+                            model_rate=self.sample_rate,
+                            rate=rate,
+                            subtype=output.subtype,
+                            clip=output.clip,
+                            bitrate=output.bitrate,
+                        )
+                    # read, separated and encoded: what using the model cost for this song,
+                    # recorded in the marker (written after this) and kept for the caller
+                    self.last_cost = {"audio_seconds": reader.frames / song_rate, **meter.record()}
+                    info["cost"] = self.last_cost
                 except ValueError as error:
                     # The settings were checked when the separator was made, so the model
                     # refuses this song itself, e.g. one shorter than its STFT window.

@@ -107,6 +107,32 @@ def test_a_checkpoints_line_names_its_training_data(
     assert "data fingerprint 0123abcd" in first and "code feedfacefe" in first
 
 
+def test_each_song_records_what_separating_it_cost(
+    tmp_path: Path, make_song: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In the song's marker: the audio's duration exactly and the Green Algorithms energy of
+    the measured CPU time and memory; on stderr: the batch's total."""
+    songs = [make_song(tmp_path / f"s{i}.wav", seed=i) for i in (1, 2)]
+    out = tmp_path / "out"
+    argv = ["separate", *map(str, songs), "-o", str(out), "--model", "identity"]
+    assert cli.main(argv) == 0
+    energies = []
+    for song in songs:
+        cost = json.loads((out / song.stem / MARKER).read_text())["cost"]
+        assert cost["audio_seconds"] == SECONDS
+        c = cost["constants"]
+        joules = (
+            cost["cpu_seconds"] * c["watts_per_core"]
+            + cost["memory_gb"] * cost["seconds"] * c["watts_per_gb_memory"]
+        ) * c["pue"]
+        assert cost["energy_kwh"] == pytest.approx(joules / 3.6e6, rel=1e-12)
+        assert cost["seconds"] > 0 and cost["memory_gb"] > 0
+        energies.append(cost["energy_kwh"])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "real time" in x]
+    assert line.startswith(f"stemkit: 2 song(s), {2 * SECONDS}s of audio in ")
+    assert f"{sum(energies) * 1000:.2f} Wh" in line
+
+
 # -- 2. karaoke -----------------------------------------------------------------------------
 
 

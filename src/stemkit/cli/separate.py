@@ -369,6 +369,7 @@ def _separate_all(
     logger.info("%s; on %s", line, device)
 
     failures: list[str] = []
+    costs: list[dict[str, Any]] = []
     started = time.monotonic()
     for number, job in enumerate(jobs, 1):
         song, destination = job.song, job.destination
@@ -400,6 +401,10 @@ def _separate_all(
             failures.append(str(song))
             continue
         print(destination, flush=True)
+        if separator.last_cost is not None:
+            costs.append(separator.last_cost)
+    if costs:
+        logger.info("%s", _cost_line(costs))
     if failures:
         logger.error(
             "%d of %d song(s) failed: %s",
@@ -410,6 +415,21 @@ def _separate_all(
         )
         return 1
     return 0
+
+
+def _cost_line(costs: list[dict[str, Any]]) -> str:
+    """What the separated songs cost in all: audio, wall time, real-time factor, energy (each
+    song's is in its folder's marker file)."""
+    from stemkit.energy import total
+
+    audio = sum(float(cost["audio_seconds"]) for cost in costs)
+    spent = total([{k: v for k, v in cost.items() if isinstance(v, int | float)} for cost in costs])
+    speed = audio / spent["seconds"] if spent["seconds"] else float("inf")
+    return (
+        f"{len(costs)} song(s), {_duration(audio)} of audio in {_duration(spent['seconds'])} "
+        f"({speed:.1f}x real time), {spent['energy_kwh'] * 1000:.2f} Wh, "
+        f"{spent['carbon_g']:.2f} g CO2e (Green Algorithms estimate from the CPU time)"
+    )
 
 
 def _duration(seconds: float) -> str:
