@@ -474,6 +474,7 @@ def _score_oracle(
         device=config.device,
         out_dir=summary_path.parent,
         progress=progress,
+        valid_fraction=config.data.valid_fraction,  # the same validation tracks as trained rows
     )
     summary = report.summary()
     summary.update(
