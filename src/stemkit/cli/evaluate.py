@@ -14,7 +14,8 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="score a model on a dataset (uSDR and cSDR per source), or compare methods",
-        description="Separate every track of DATA/SUBSET (MUSDB18-HQ layout) and score the "
+        description="Separate every track of DATA/SUBSET (MUSDB18-HQ layout of WAV stems, or "
+        "MUSDB18's <track>.stem.mp4 files) and score the "
         "estimates: uSDR (MDX definition, mean over tracks) and cSDR (BSS Eval v4 frame SDR, "
         "median over 1 s frames then over tracks), next to the mixture baseline. With -o, "
         "per-track JSON (museval's layout), summary.json, report.md and scores.png are "
@@ -26,8 +27,26 @@ def add_parser(subparsers: Any) -> None:
         "accompaniment and vocals.",
     )
     parser.add_argument("--model", default="default", help="checkpoint, bundled or registry name")
-    parser.add_argument("--data", type=Path, default=None, help="dataset root (MUSDB18-HQ layout)")
-    parser.add_argument("--subset", default="test", choices=["train", "test"])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset root: MUSDB18-HQ (WAV) or MUSDB18 (.stem.mp4) layout, or MIR-1K",
+    )
+    parser.add_argument(
+        "--subset",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="test (default), train, or valid: the validation tracks training monitors (the "
+        "14 official MUSDB18 ones where present, else --valid-fraction of train)",
+    )
+    parser.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.15,
+        help="with --subset valid on a folder without the official validation tracks: the "
+        "share of train held out, as the training run's data.valid_fraction (0.15)",
+    )
     parser.add_argument("-o", "--out", type=Path, default=None, help="folder for the scores")
     parser.add_argument(
         "--metrics",
@@ -108,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         settings=settings,
         force=args.force,
+        valid_fraction=args.valid_fraction,
     )
     print(report.table())
     if args.out is not None:

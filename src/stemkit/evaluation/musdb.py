@@ -6,7 +6,9 @@ decoded mixture is not exactly the sum of its decoded stems), or the sum of ALL 
 it has none, whatever subset of sources the model separates: a vocals-only model is scored on
 the whole song, never on the vocals alone. A track at another rate than the model's is resampled
 to the model's rate for separation and the estimates back to the track's, so that scores are
-always taken at the dataset's rate and length.
+always taken at the dataset's rate and length. The dataset is a MUSDB18-HQ-layout folder of WAV
+stems, or the compressed MUSDB18 release (``<root>/<subset>/<track>.stem.mp4``, decoded with
+ffmpeg stream by stream: :func:`track_lister`).
 
 Scores:
 
@@ -42,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from stemkit.data.musdb import MIXTURE, SUBSETS, Track
+from stemkit.data.musdb import MIXTURE, SUBSETS, Track, TrackLister
 from stemkit.energy import Meter, total
-from stemkit.errors import StemkitError
+from stemkit.errors import DatasetError, StemkitError
 from stemkit.metrics.bsseval import bss_eval_v4
 from stemkit.metrics.report import Report, TrackScores, write_report
 from stemkit.metrics.sdr import framewise_sdr, usdr
@@ -61,6 +63,7 @@ __all__ = [
     "evaluate",
     "score_track",
     "track_fingerprint",
+    "track_lister",
 ]
 
 #: ``fast``: frame SDR and uSDR only; ``full``: BSS Eval v4 SDR, ISR, SIR, SAR and uSDR.
@@ -153,7 +156,7 @@ def evaluate(
     force: bool = False,
     valid_fraction: float = 0.15,
 ) -> Report:
-    """Separate and score every track of ``root/subset`` (MUSDB18-HQ layout).
+    """Separate and score every track of ``root/subset`` (MUSDB18-HQ or MUSDB18 layout).
 
     The mixture separated (and scored as the baseline) is each track's ``mixture.wav``, or the
     sum of all its stems where it has none, whatever subset of sources ``model`` separates.
@@ -198,16 +201,17 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from stemkit.data.musdb import list_tracks, load_split
+    from stemkit.data.musdb import load_split
 
     _check_mode(metrics)
     if jobs < 1:
         raise EvaluationError(f"jobs must be at least 1, got {jobs}")
     sources = tuple(model.sources)
+    lister = track_lister(root)
     if subset == "valid":
-        listed = load_split(root, "valid", sources, valid_fraction)
+        listed = load_split(root, "valid", sources, valid_fraction, lister=lister)
     else:
-        listed = list_tracks(root, subset, sources=sources)
+        listed = lister(root, subset, sources)
     tracks = listed[:limit]
     options: dict[str, Any] = {
         "sources": sources,
@@ -343,11 +347,38 @@ def cost_totals(tracks: Sequence[TrackScores]) -> dict[str, Any]:
     }
 
 
-def _read_stem(track: Track, stem: str, channels: int) -> torch.Tensor:
-    """``(channels, nb_samples)`` of one stem file of ``track`` at the track's rate."""
-    from stemkit.audio import read_audio
+def track_lister(root: str | Path) -> TrackLister:
+    """The track lister of the MUSDB layout ``root`` holds.
 
-    return read_audio(track.path(stem), channels=channels)[0]
+    ``.stem.mp4`` files (the compressed MUSDB18 release, which the Open-Unmix study scored)
+    are listed by :func:`~stemkit.data.stems_mp4.list_stem_tracks`; anything else by the
+    MUSDB18-HQ WAV lister, whose errors explain a wrong layout.
+    """
+    from stemkit.data.factory import detect_format
+    from stemkit.data.musdb import list_tracks
+
+    if detect_format(root) == "musdb_stems":
+        from stemkit.data.stems_mp4 import MusdbStems
+
+        return MusdbStems.list_tracks
+    return list_tracks
+
+
+def _read_stem(track: Track, stem: str, channels: int) -> torch.Tensor:
+    """``(channels, nb_samples)`` of one stem of ``track`` at the track's rate."""
+    path = track.path(stem)
+    if path.suffix.lower() == ".wav":
+        from stemkit.audio import read_audio
+
+        return read_audio(path, channels=channels)[0]
+    # A container of several stems (.stem.mp4): the track decodes the stem's stream itself.
+    from stemkit.audio.convert import match_channels
+
+    audio = torch.from_numpy(track.read(stem, 0, track.nb_frames))
+    try:
+        return match_channels(audio, channels)
+    except ValueError as error:
+        raise DatasetError(f"{path}: stream '{stem}': {error}") from error
 
 
 def _track_mixture(track: Track, channels: int) -> torch.Tensor:
