@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from stemkit.errors import StemkitError
+
 
 def add_parser(subparsers: Any) -> None:
     """Declare ``stemkit experiments run|table``."""
@@ -16,9 +18,10 @@ def add_parser(subparsers: Any) -> None:
         "list of variants (each a list of KEY=VALUE overrides). 'run' trains each variant in "
         "ROOT/NAME (resuming interrupted runs, skipping finished ones) and scores its best "
         "checkpoint on the grid's split (evaluate.subset); 'table' prints the results table "
-        "(per-source uSDR, average cSDR, parameters, energy, training time; with the study's "
-        "published numbers in parentheses when the grid names a 'published' file) and writes "
-        "ROOT/table.md and ROOT/table.csv.",
+        "(per-source uSDR or cSDR, average uSDR and cSDR, parameters, energy, training time; with "
+        "the study's published numbers in parentheses when the grid names a 'published' file, "
+        "or beside ours with the differences: --paper) and writes ROOT/table.md (or "
+        "table-paper.md) and ROOT/table.csv.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run_parser = actions.add_parser("run", help="train and evaluate the grid's variants")
@@ -33,6 +36,20 @@ def add_parser(subparsers: Any) -> None:
     run_parser.set_defaults(func=run)
     table_parser = actions.add_parser("table", help="print and write the results table")
     table_parser.add_argument("grid", type=Path, help="grid YAML file")
+    table_parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="beside each number the study published, that number and the difference (ours − "
+        "published; energy and time: ours ÷ published), and the energy extrapolated from the "
+        "first 3 epochs as the BSRNN replication measured it; writes ROOT/table-paper.md",
+    )
+    table_parser.add_argument(
+        "--scores",
+        choices=("usdr", "csdr", "both"),
+        default=None,
+        help="per-source scores: uSDR (MDX), cSDR (BSS Eval v4) or both (default: the "
+        "published file's metric, else uSDR)",
+    )
     table_parser.set_defaults(func=run, overrides=[], only=None, quiet=False)
 
 
@@ -43,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     if args.action == "run":
         run_grid(grid, list(args.overrides), only=args.only, progress=not args.quiet)
-    print(grid_table(grid))
-    print(f"table written to {grid.root / 'table.md'} and {grid.root / 'table.csv'}")
+    paper = bool(getattr(args, "paper", False))
+    if paper and grid.published is None:
+        raise StemkitError(
+            f"{args.grid}: --paper needs the grid to name a 'published' file of the study's "
+            "numbers (see configs/published/)"
+        )
+    print(grid_table(grid, paper=paper, scores=getattr(args, "scores", None)))
+    table = grid.root / ("table-paper.md" if paper else "table.md")
+    print(f"table written to {table} and {grid.root / 'table.csv'}")
     return 0

@@ -50,13 +50,24 @@ EVALUATION_SPLITS = ("train", "valid", "test")
 #: Placeholder of a value the table cannot give.
 MISSING = "–"
 
-#: Numbers a published row may give besides its ``label`` and the scores of its ``sources``.
+#: Numbers a published row may give besides its ``label`` and the scores of its ``sources``
+#: (and besides table keys ``<score>_<source>`` of :data:`SCORE_KINDS`, e.g. ``gsir_vocals``).
 PUBLISHED_COLUMNS = (
     "average",
     "parameters_m",
     "energy_kwh_green_algorithms",
     "energy_kwh_codecarbon",
+    "final_train_loss",
+    "training_hours",
 )
+
+#: Scores a table key may name, as ``<kind>_<source>``: MUSDB (uSDR, cSDR) and MIR-1K (global
+#: NSDR, SIR, SAR).
+SCORE_KINDS = ("usdr", "csdr", "gnsdr", "gsir", "gsar")
+
+#: Epochs whose energy the BSRNN replication measured before extrapolating to the whole run
+#: (reference/anchors.md): its energy column is (energy of these epochs / their number) x epochs.
+EXTRAPOLATED_EPOCHS = 3
 
 
 @dataclass
@@ -65,8 +76,9 @@ class Published:
 
     The file names its ``source`` and the ``metric`` and ``split`` of its scores, and holds
     ``rows`` keyed by variant name: a ``label`` (the study's name of the row), a score per
-    source and their ``average``, and any of ``parameters_m``, ``energy_kwh_codecarbon``,
-    ``energy_kwh_green_algorithms``. A variant without a row is an addition of ours.
+    source and their ``average`` (in ``metric``), any of :data:`PUBLISHED_COLUMNS`, and other
+    scores under their table key (``<kind>_<source>``, kinds :data:`SCORE_KINDS`). A variant
+    without a row is an addition of ours.
     """
 
     path: Path
@@ -103,7 +115,7 @@ def load_published(path: Path) -> Published:
     for name, row in raw["rows"].items():
         if not isinstance(row, dict) or not row.get("label"):
             raise StemkitError(f"{path}: row {name!r} needs a 'label'")
-        unknown = set(row) - allowed
+        unknown = {key for key in row if key not in allowed and not _is_score_key(str(key))}
         if unknown:
             raise StemkitError(
                 f"{path}: row {name!r} has unknown key(s) {', '.join(sorted(map(str, unknown)))}"
@@ -304,8 +316,10 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
 
     Keys: ``model``; ``usdr_<source>``, ``csdr_<source>`` (sources and ``average``);
     ``parameters_m``, ``energy_kwh_green_algorithms``, ``energy_kwh_codecarbon``,
-    ``training_hours``; with a published file, ``label`` (the study's row name, or ``None`` for
-    an addition of ours) and ``paper_<key>`` for each of the study's numbers of that row.
+    ``training_hours``, and both energies the replication's way (``..._extrapolated``: the
+    first :data:`EXTRAPOLATED_EPOCHS` epochs' energy per epoch times the epochs trained); with
+    a published file, ``label`` (the study's row name, or ``None`` for an addition of ours) and
+    ``paper_<key>`` for each of the study's numbers of that row.
     """
     published = grid.published
     rows = []
@@ -323,6 +337,8 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
             row["energy_kwh_green_algorithms"] = totals["energy_kwh"]
             row["energy_kwh_codecarbon"] = totals.get("codecarbon_kwh")
             row["training_hours"] = totals["wall_seconds"] / 3600.0
+        if _scored(path):
+            row.update(_extrapolated_energy(grid.run_dir(variant)))
         if published is not None:
             paper = published.rows.get(variant.name)
             row["label"] = None if paper is None else paper["label"]
@@ -333,46 +349,152 @@ def grid_rows(grid: Grid) -> list[dict[str, Any]]:
     return rows
 
 
-def grid_table(grid: Grid, write: bool = True) -> str:
-    """The replication-paper table of ``grid`` as Markdown (and ``<root>/table.md``/``.csv``).
+@dataclass(frozen=True)
+class Column:
+    """A column of the results table: the row key, its title, its number format, and how a
+    measured cell is compared with a published one (``"diff"``: ours − published; ``"ratio"``:
+    ours ÷ published, for energy and time, which differ by orders of magnitude between a
+    CPU-sized run and a study's GPU run)."""
 
-    Columns: uSDR (dB, MDX definition, mean over tracks) per source and their average, the
-    average cSDR (dB, BSS Eval v4, median over frames then tracks), parameters (millions),
-    energy in kWh by the Green Algorithms estimate of the run's ledger and by CodeCarbon's
-    offline tracker ("–" where it could not measure), and the training time. With a published
-    file, each cell the study reports reads ``ours (published)``, and a column names the
-    study's row (or marks an addition of ours). The CSV holds every number in its own column,
-    the per-source cSDR too.
+    key: str
+    title: str
+    fmt: str
+    compare: str = "diff"
+    #: The published key compared with this column, when it is not ``key`` itself.
+    paper_key: str | None = None
+
+
+def table_columns(
+    rows: list[dict[str, Any]], published: Published | None, scores: str, paper: bool
+) -> list[Column]:
+    """The columns of :func:`grid_table`, those no row can fill left out.
+
+    Args:
+        rows: :func:`grid_rows`.
+        published: the grid's published numbers, if any.
+        scores: per-source scores shown: ``"usdr"``, ``"csdr"`` or ``"both"``.
+        paper: the ``--paper`` layout: the published energy sits beside the extrapolated
+            energy (the published runs were measured that way), not the measured one.
     """
-    rows = grid_rows(grid)
-    published = grid.published
-    found = [key[5:] for key in dict.fromkeys(k for row in rows for k in row) if key[:5] == "usdr_"]
+    keys = dict.fromkeys(k for row in rows for k in row)
+    found = [key[5:] for key in keys if key[:5] == "usdr_"]
     order = [*(published.sources if published else []), *found]
     sources = [s for s in dict.fromkeys(order) if s != "average"]
-    columns = [
-        *[(f"usdr_{s}", f"{s.capitalize()} uSDR", "{:.2f}") for s in sources],
-        ("usdr_average", "Avg uSDR", "{:.2f}"),
-        ("csdr_average", "Avg cSDR", "{:.2f}"),
-        ("parameters_m", "Params (M)", "{:.2f}"),
-        ("energy_kwh_green_algorithms", "Energy GA (kWh)", "{:.3g}"),
-        ("energy_kwh_codecarbon", "Energy CC (kWh)", "{:.3g}"),
-        ("training_hours", "Train time (h)", "{:.3g}"),
+    kinds = ("usdr", "csdr") if scores == "both" else (scores,)
+    names = {"usdr": "uSDR", "csdr": "cSDR"}
+    columns = [*_study_columns(rows)]  # the study's own columns first
+    columns += [
+        Column(f"{kind}_{s}", f"{s.capitalize()} {names[kind]}", "{:.2f}")
+        for kind in kinds
+        for s in sources
     ]
-    columns[0:0] = _study_columns(rows)  # the study's own columns first
-    header = ["Model", *(["Published row"] if published else []), *(t for _, t, _ in columns)]
+    columns += [
+        Column("usdr_average", "Avg uSDR", "{:.2f}"),
+        Column("csdr_average", "Avg cSDR", "{:.2f}"),
+        Column("parameters_m", "Params (M)", "{:.2f}"),
+    ]
+    if paper:
+        columns += [
+            Column("energy_kwh_green_algorithms", "Energy GA (kWh)", "{:.3g}", "ratio", ""),
+            Column("energy_kwh_codecarbon", "Energy CC (kWh)", "{:.3g}", "ratio", ""),
+            Column(
+                "energy_kwh_green_algorithms_extrapolated",
+                f"Energy GA, {EXTRAPOLATED_EPOCHS} ep. extrapolated (kWh)",
+                "{:.3g}",
+                "ratio",
+                "energy_kwh_green_algorithms",
+            ),
+            Column(
+                "energy_kwh_codecarbon_extrapolated",
+                f"Energy CC, {EXTRAPOLATED_EPOCHS} ep. extrapolated (kWh)",
+                "{:.3g}",
+                "ratio",
+                "energy_kwh_codecarbon",
+            ),
+        ]
+    else:
+        columns += [
+            Column("energy_kwh_green_algorithms", "Energy GA (kWh)", "{:.3g}", "ratio"),
+            Column("energy_kwh_codecarbon", "Energy CC (kWh)", "{:.3g}", "ratio"),
+        ]
+    columns.append(Column("training_hours", "Train time (h)", "{:.3g}", "ratio"))
+    # Scores no row has, measured or published (a MIR-1K grid's uSDR), are left out.
+    kept = []
+    for column in columns:
+        score = column.key.split("_")[0] in SCORE_KINDS
+        paper_key = f"paper_{column.paper_key if column.paper_key is not None else column.key}"
+        if not score or any(row.get(column.key) is not None or paper_key in row for row in rows):
+            kept.append(column)
+    return kept
+
+
+def grid_table(
+    grid: Grid, write: bool = True, *, paper: bool = False, scores: str | None = None
+) -> str:
+    """The replication-paper table of ``grid`` as Markdown (and ``<root>/table.md``/``.csv``).
+
+    Columns: a score per source (uSDR, MDX definition, mean over tracks; or cSDR, BSS Eval v4,
+    median over frames then tracks; ``scores``), the average uSDR and cSDR, parameters
+    (millions), energy in kWh by the Green Algorithms estimate of the run's ledger and by
+    CodeCarbon's offline tracker ("–" where it could not measure), and the training time. With
+    a published file, each cell the study reports reads ``ours (published)``, and a column
+    names the study's row (or marks an addition of ours). With ``paper``, every column the study
+    reports is followed by the published column and the difference (ours − published; for
+    energy and time the ratio, ours ÷ published), and the energy is also given the
+    replication's way (:data:`EXTRAPOLATED_EPOCHS` epochs measured, extrapolated to the run),
+    beside which the published energy sits. The CSV holds every number in its own column
+    (both scores per source, both energies, the published numbers) whatever the layout.
+
+    Args:
+        grid: the grid.
+        write: also write ``<root>/table.md`` (``table-paper.md`` with ``paper``) and
+            ``<root>/table.csv``.
+        paper: the published/difference layout (needs a published file to compare with).
+        scores: per-source scores: ``"usdr"``, ``"csdr"`` or ``"both"``; default: the
+            published file's metric when it is one of these, else uSDR.
+
+    Raises:
+        StemkitError: ``scores`` is not one of the three.
+    """
+    published = grid.published
+    metric = published.metric.lower() if published else "usdr"
+    scores = scores or (metric if metric in ("usdr", "csdr") else "usdr")
+    if scores not in ("usdr", "csdr", "both"):
+        raise StemkitError(f"scores={scores!r}: choose usdr, csdr or both")
+    rows = grid_rows(grid)
+    columns = table_columns(rows, published, scores, paper)
+
+    def paper_value(row: dict[str, Any], column: Column) -> Any:
+        return row.get(f"paper_{column.key if column.paper_key is None else column.paper_key}")
+
+    compared = {c.key for c in columns if any(paper_value(r, c) is not None for r in rows)}
+    header = ["Model", *(["Published row"] if published else [])]
+    for column in columns:
+        header.append(column.title)
+        if paper and column.key in compared:
+            header += ["published", "Δ" if column.compare == "diff" else "÷"]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * (2 if published else 1) + ["---:"] * len(columns)) + "|",
+        "|"
+        + "|".join(
+            ["---"] * (2 if published else 1) + ["---:"] * (len(header) - 1 - bool(published))
+        )
+        + "|",
     ]
     for row in rows:
         cells = [row["model"]]
         if published:
             cells.append(row["label"] or "addition (not in the study)")
-        for key, _, fmt in columns:
-            cell = _cell(row.get(key), fmt)
-            paper = row.get(f"paper_{key}")
-            # As published (8.0, not 8): the study's own precision.
-            cells.append(cell if paper is None else f"{cell} ({paper})")
+        for column in columns:
+            ours = row.get(column.key)
+            cell = _cell(ours, column.fmt)
+            theirs = paper_value(row, column)
+            if paper and column.key in compared:
+                # As published (8.0, not 8): the study's own precision.
+                cells += [cell, MISSING if theirs is None else str(theirs)]
+                cells.append(_compare(ours, theirs, column))
+            else:
+                cells.append(cell if theirs is None else f"{cell} ({theirs})")
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         f"\nuSDR (MDX: one SNR per track, mean over tracks) and cSDR (BSS Eval v4, median over "
@@ -381,49 +503,116 @@ def grid_table(grid: Grid, write: bool = True) -> str:
         "measure.\n"
     )
     if published:
+        where = "Published" if paper else "In parentheses: the published number"
         note += (
-            f"In parentheses: the published number ({published.metric} on the "
-            f"'{published.split}' split; energy for the whole published training run), from "
-            f"{published.source} ({published.path.name}).\n"
+            f"{where} ({published.metric} on the '{published.split}' split; energy for the "
+            f"whole published training run), from {published.source} ({published.path.name}).\n"
+        )
+    if paper:
+        note += (
+            "Δ: ours − published; ÷: ours ÷ published (energy, time). Extrapolated energy: the "
+            f"replication's method, the first {EXTRAPOLATED_EPOCHS} epochs' energy per epoch "
+            "times the epochs trained (a run of fewer epochs: its measured energy). Numbers of "
+            "a run at another scale (a tiny grid on generated songs) are not expected to "
+            "match the published ones.\n"
         )
     markdown = "\n".join(lines) + "\n" + note
     if write:
-        keys = ["model", *(["label"] if published else [])]
-        keys += [f"{kind}_{s}" for kind in ("usdr", "csdr") for s in [*sources, "average"]]
-        keys += [key for key, _, _ in columns if key not in keys]
-        if published:
-            keys += [f"paper_{key}" for key, _, _ in columns if f"paper_{key}" not in keys]
-        grid.root.mkdir(parents=True, exist_ok=True)
-        (grid.root / "table.md").write_text(markdown)
-        with open(grid.root / "table.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(keys)
-            for row in rows:
-                writer.writerow(["" if row.get(key) is None else row[key] for key in keys])
+        _write_table(grid, rows, columns, markdown, paper)
     return markdown
 
 
+def _write_table(
+    grid: Grid, rows: list[dict[str, Any]], columns: list[Column], markdown: str, paper: bool
+) -> None:
+    """Write the Markdown table and a CSV of every number of ``rows`` under the grid's root."""
+    published = grid.published
+    sources = [c.key[5:] for c in columns if c.key.startswith(("usdr_", "csdr_"))]
+    sources = [s for s in dict.fromkeys(sources) if s != "average"]
+    keys = ["model", *(["label"] if published else [])]
+    keys += [f"{kind}_{s}" for kind in ("usdr", "csdr") for s in [*sources, "average"]]
+    keys += [c.key for c in columns if c.key not in keys]
+    keys += [
+        key
+        for key in (
+            "energy_kwh_green_algorithms_extrapolated",
+            "energy_kwh_codecarbon_extrapolated",
+        )
+        if key not in keys
+    ]
+    keys += [k for k in dict.fromkeys(k for row in rows for k in row) if k.startswith("paper_")]
+    keys = list(dict.fromkeys(keys))
+    grid.root.mkdir(parents=True, exist_ok=True)
+    (grid.root / ("table-paper.md" if paper else "table.md")).write_text(markdown)
+    with open(grid.root / "table.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(keys)
+        for row in rows:
+            writer.writerow(["" if row.get(key) is None else row[key] for key in keys])
+
+
+def _compare(ours: Any, theirs: Any, column: Column) -> str:
+    """``ours − theirs`` (signed, the column's format) or ``ours ÷ theirs``; "–" if either is
+    missing (or the ratio's denominator is zero)."""
+    if ours is None or theirs is None or (isinstance(ours, float) and math.isnan(ours)):
+        return MISSING
+    if column.compare == "ratio":
+        return MISSING if float(theirs) == 0 else f"{float(ours) / float(theirs):.3g}"
+    return column.fmt.replace("{:", "{:+").format(ours - theirs)  # signed: +0.30, -1.20
+
+
+def _extrapolated_energy(run_dir: Path) -> dict[str, float | None]:
+    """Both energies of a run the replication's way (see :data:`EXTRAPOLATED_EPOCHS`).
+
+    A run without recorded epochs (an oracle) costs 0; the CodeCarbon value is None when
+    CodeCarbon did not measure every epoch used.
+    """
+    history = run_dir / "history.json"
+    epochs = json.loads(history.read_text()) if history.is_file() else []
+    if not epochs:
+        return {
+            "energy_kwh_green_algorithms_extrapolated": 0.0,
+            "energy_kwh_codecarbon_extrapolated": None,
+        }
+    first = epochs[:EXTRAPOLATED_EPOCHS]
+    scale = len(epochs) / len(first)
+    codecarbon = [epoch.get("codecarbon_kwh") for epoch in first]
+    return {
+        "energy_kwh_green_algorithms_extrapolated": scale * sum(e["energy_kwh"] for e in first),
+        "energy_kwh_codecarbon_extrapolated": (
+            None if None in codecarbon else scale * sum(codecarbon)
+        ),
+    }
+
+
 def _paper_key(key: str, published: Published) -> str:
-    """The ``grid_rows`` key of a published row's ``key``: scores are ``paper_usdr_<source>``."""
+    """The ``grid_rows`` key of a published row's ``key`` (scores: ``paper_<metric>_<source>``)."""
     if key in published.sources or key == "average":
         return f"paper_{published.metric.lower()}_{key}"
     return f"paper_{key}"
 
 
+def _is_score_key(key: str) -> bool:
+    """Whether ``key`` names a score column, ``<kind>_<source>`` with a kind of SCORE_KINDS."""
+    kind, _, source = key.partition("_")
+    return kind in SCORE_KINDS and bool(source)
+
+
 #: Columns some studies add (present only when a row has them): the final training loss (the
 #: Open-Unmix study) and the MIR-1K protocol scores (the Stacked Hourglass study).
 STUDY_COLUMNS = (
-    ("final_train_loss", "Final loss", "{:.4g}"),
+    Column("final_train_loss", "Final loss", "{:.4g}"),
     *(
-        (f"{metric.lower()}_{source}", f"{label} {metric}", "{:.2f}")
+        Column(f"{metric.lower()}_{source}", f"{label} {metric}", "{:.2f}")
         for source, label in (("vocals", "Voice"), ("accompaniment", "Accomp."))
         for metric in ("GNSDR", "GSIR", "GSAR")
     ),
 )
 
 
-def _study_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [column for column in STUDY_COLUMNS if any(column[0] in row for row in rows)]
+def _study_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The :data:`STUDY_COLUMNS` some row has, measured or published."""
+    return [c for c in STUDY_COLUMNS if any(c.key in r or f"paper_{c.key}" in r for r in rows)]
 
 
 def _study_cells(run_dir: Path, summary_path: Path) -> dict[str, Any]:
