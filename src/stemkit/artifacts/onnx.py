@@ -43,6 +43,11 @@ network runs in an onnxruntime session on the CPU; its export is cached in ``<ca
 :func:`stemkit.artifacts.fetch.cache_dir`) under a hash of the model's weights and settings,
 or written to a temporary folder for models with random weights.
 
+Weights above 2 GB. A protobuf message, hence a single-file ONNX graph, holds at most 2 GiB;
+Demucs at C1=100 has 2.6 GB of weights. Such a model is written as the graph ``F.onnx`` and its
+weights in one file beside it, ``F.onnx.data`` (ONNX's external-data layout, which onnxruntime
+reads by the relative name stored in the graph): the two go together.
+
 Parity. onnxruntime's kernels (MLAS GEMM, its own LSTM and convolution) sum in other orders
 than PyTorch's, so outputs differ by float32 rounding: about ``eps · sqrt(n)`` relative per
 accumulation of ``n`` terms (eps = 6e-8), compounded over the network's depth; for signals of
@@ -52,10 +57,12 @@ unit scale that is below 1e-5, and the tests hold it to 1e-4.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -125,11 +132,21 @@ class _Around(SeparationModel):
         self.torch_model = model
         self.core = core
         self._run = run
+        #: Builds the same kind of model around another torch model (see :meth:`isolate`).
+        self.engine: Callable[[SeparationModel], SeparationModel] | None = None
 
     @property
     def default_segment(self) -> float | None:
         """The torch model's."""
         return self.torch_model.default_segment
+
+    def isolate(self, target: str) -> SeparationModel | None:
+        """The torch model's isolated network for ``target``, run by the same engine: a
+        two-stem split exports and runs only that network's graph."""
+        isolated = self.torch_model.isolate(target)
+        if isolated is None or self.engine is None:
+            return None
+        return self.engine(isolated)
 
     def forward(self, mixture: Tensor) -> Tensor:
         """``(batch, channels, time)`` → ``(batch, sources, channels, time)``."""
@@ -590,9 +607,10 @@ def export_onnx(
 ) -> Export:
     """Write ``model``'s network as an ONNX graph (see the module docstring for its extent).
 
-    The file is written to a temporary name beside ``path`` and renamed into place: an export
-    that fails leaves nothing. Metadata of the graph name the model, its settings, sources and
-    rate, and what the graph maps.
+    The file is written in a temporary folder beside ``path`` and renamed into place: an
+    export that fails leaves nothing. A model of 2 GB of weights or more gets its weights in
+    :func:`external_data_path` (``<path>.data``), renamed into place before the graph. Metadata
+    of the graph name the model, its settings, sources and rate, and what the graph maps.
 
     Args:
         model: a separation model.
@@ -609,18 +627,16 @@ def export_onnx(
     split = split_model(model)
     name = model.model_name or type(model).__name__
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if size >= _PROTOBUF_LIMIT:
-        # beyond it the exporter spreads the weights over one file per tensor beside the graph
-        raise StemkitError(
-            f"{name} holds {size / 1e9:.1f} GB of weights, above ONNX's 2 GB limit for one "
-            "file; export a smaller configuration or use --engine torch"
-        )
+    # Beyond the protobuf limit the weights go to one file beside the graph (module docstring).
+    data = external_data_path(path) if size >= _PROTOBUF_LIMIT else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # Everything is written in a private folder beside ``path`` (the exporter itself spreads
+    # a large model's weights over one file per tensor there), then renamed into place.
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    traced, final = work / "traced.onnx", work / path.name
     try:
-        _trace(split, tmp, name)
-        graph = onnx.load(tmp)
+        _trace(split, os.fspath(traced), name)
+        graph = onnx.load(os.fspath(traced))  # reads the exporter's weight files, if any
         metadata = {
             "stemkit_model": name,
             "stemkit_kwargs": json.dumps(model.init_kwargs, sort_keys=True, default=str),
@@ -632,22 +648,49 @@ def export_onnx(
         for key, value in metadata.items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.save(graph, tmp)
+        if data is None:
+            onnx.save(graph, os.fspath(final))
+        else:
+            onnx.save(
+                graph,
+                os.fspath(final),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data.name,  # relative: the graph finds it beside itself
+            )
+        del graph
         difference = float("nan")
         if check:
             with torch.no_grad():
                 expected = split.core(split.example)
-            got = OnnxCore(tmp)(split.example)
+            got = OnnxCore(final)(split.example)
             difference = float((got - expected.detach()).abs().max())
-        # mkstemp creates the file private (0600); give it the permissions a plain open would
+        # mkdtemp's folder is private; give the files the permissions a plain open would
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(final, 0o666 & ~umask)
+        if data is not None:
+            os.chmod(work / data.name, 0o666 & ~umask)
+            # the weights first: a graph in place always finds its weights beside it
+            os.replace(work / data.name, data)
+        else:
+            external_data_path(path).unlink(missing_ok=True)  # a larger export's, replaced
+        os.replace(final, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return Export(path, split.graph, difference)
+
+
+def external_data_path(path: str | os.PathLike[str]) -> Path:
+    """Where the weights of an export above 2 GB lie: ``<path>.data`` beside the graph."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.data")
+
+
+def remove_export(path: str | os.PathLike[str]) -> None:
+    """Remove an exported graph and its external weights, if it has any."""
+    Path(path).unlink(missing_ok=True)
+    external_data_path(path).unlink(missing_ok=True)
 
 
 def _trace(split: Split, target: str, name: str) -> None:
@@ -797,11 +840,14 @@ def onnxruntime_model(
             core = OnnxCore(path, threads)
         except Exception:  # onnxruntime raises its own kinds for a file it cannot read
             # a cached file this onnxruntime refuses (damaged, or from another version): anew
-            path.unlink(missing_ok=True)
+            remove_export(path)
             core = OnnxCore(cached_export(model), threads)
     else:
         with tempfile.TemporaryDirectory(prefix="stemkit-onnx-") as folder:
-            # the session holds the graph in memory: the file can go
+            # the session holds the graph (and its weights) in memory: the files can go
             exported = export_onnx(model, Path(folder) / "model.onnx", check=False)
             core = OnnxCore(exported.path, threads)
-    return split.around(core)
+    wrapped = split.around(core)
+    if isinstance(wrapped, _Around):
+        wrapped.engine = functools.partial(onnxruntime_model, cache=cache, threads=threads)
+    return wrapped

@@ -5,7 +5,8 @@
 The graph holds the network in real tensors; STFT-based systems keep their transforms outside
 it (see :mod:`stemkit.artifacts.onnx`, which lists what each system's graph maps, and the
 graph's own metadata). After writing, the graph is run by onnxruntime on a second of noise and
-the largest difference from PyTorch is reported.
+the largest difference from PyTorch is reported. A model of 2 GB of weights or more (Demucs at
+C1=100) is written as the graph and its weights beside it, ``model.onnx.data``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             does not export (the message names the operator).
     """
     from stemkit.artifacts import load_model
-    from stemkit.artifacts.onnx import export_onnx
+    from stemkit.artifacts.onnx import export_onnx, external_data_path
     from stemkit.cli import model_choice
     from stemkit.errors import StemkitError
 
@@ -79,4 +80,7 @@ def run(args: argparse.Namespace) -> int:
         extra=PLAIN,
     )
     print(exported.path, flush=True)
+    weights = external_data_path(exported.path)
+    if weights.is_file():  # a model above ONNX's 2 GB: its weights lie beside the graph
+        print(weights, flush=True)
     return 0
