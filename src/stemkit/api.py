@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from stemkit.energy import CodeCarbon
     from stemkit.models.base import SeparationModel
     from stemkit.outputs import FileNames
 
@@ -286,6 +287,8 @@ class Separator:
         #: what the last :meth:`separate_to_folder` cost: ``audio_seconds`` and the measured
         #: span (:meth:`stemkit.energy.Meter.record`); None before the first
         self.last_cost: dict[str, Any] | None = None
+        #: measures each song with CodeCarbon too when set (:class:`stemkit.energy.CodeCarbon`)
+        self.codecarbon: CodeCarbon | None = None
         logger.debug(
             "%s on %s: segment %s, overlap %g, shifts %d, batch size %d",
             name, self.device, "the whole song" if chosen is None else f"{chosen:g} s",
@@ -554,7 +557,7 @@ class Separator:
                     for file, (_, index, complement) in zip(files, targets, strict=True)
                 ]
                 try:
-                    with Meter() as meter:
+                    with Meter(codecarbon=self.codecarbon) as meter:
                         stream_stems(
                             reader,
                             self._stream_separate(reader.frames / song_rate, model),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stemkit.energy import CodeCarbon
 from stemkit.train.ledger import CostLedger, GreenAlgorithmsConstants
 
 
@@ -40,7 +41,7 @@ def test_a_failing_tracker_is_recorded_not_raised() -> None:
             raise RuntimeError("no power source")
 
     ledger = CostLedger(codecarbon_reason=None)
-    ledger._tracker = Broken()
+    ledger._codecarbon = CodeCarbon("FRA", tracker=Broken())
     ledger.start()
     row = ledger.stop(0)
     assert row["codecarbon_kwh"] is None

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stemkit.errors import StemkitError
+
+if TYPE_CHECKING:
+    from stemkit.energy import CodeCarbon
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -72,6 +78,13 @@ def add_parser(subparsers: Any) -> None:
         default="auto",
         help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (auto)",
     )
+    parser.add_argument(
+        "--codecarbon",
+        default=None,
+        metavar="COUNTRY",
+        help="also measure each track with CodeCarbon's offline tracker (no network; with -j 1), "
+        "for the grid of this ISO country code, e.g. FRA",
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="tracks scored in parallel")
     parser.add_argument(
@@ -128,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         force=args.force,
         valid_fraction=args.valid_fraction,
+        codecarbon=_codecarbon(args),
     )
     print(report.table())
     if args.out is not None:
@@ -195,3 +209,17 @@ def _compare(args: argparse.Namespace) -> int:
         markdown, picture = write_comparison(reports, args.out)
         print(f"comparison written to {markdown} and {picture}")
     return 0
+
+
+def _codecarbon(args: argparse.Namespace) -> CodeCarbon | None:
+    """The CodeCarbon tracker ``--codecarbon`` asks for (refused with ``--jobs`` above 1)."""
+    if not args.codecarbon:
+        return None
+    if args.jobs != 1:
+        raise StemkitError("--codecarbon measures the machine from one process: use -j 1")
+    from stemkit.energy import CodeCarbon
+
+    tracker = CodeCarbon(args.codecarbon)
+    if tracker.reason:
+        logger.warning("CodeCarbon will not measure: %s", tracker.reason)
+    return tracker

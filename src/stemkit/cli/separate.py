@@ -206,6 +206,13 @@ def add_parser(subparsers: Any) -> None:
         "({track}/{stem}.{ext})",
     )
     parser.add_argument(
+        "--codecarbon",
+        default=None,
+        metavar="COUNTRY",
+        help="also measure each song with CodeCarbon's offline tracker (no network), for the "
+        "grid of this ISO country code, e.g. FRA; recorded beside the Green Algorithms estimate",
+    )
+    parser.add_argument(
         "--skip-existing",
         action="store_true",
         help="skip songs whose output folder is complete (finish an interrupted batch)",
@@ -355,6 +362,12 @@ def _separate_all(
         seed=args.seed,
         progress=logger.isEnabledFor(logging.INFO),
     )
+    if args.codecarbon:
+        from stemkit.energy import CodeCarbon
+
+        separator.codecarbon = CodeCarbon(args.codecarbon)
+        if separator.codecarbon.reason:
+            logger.warning("CodeCarbon will not measure: %s", separator.codecarbon.reason)
     sources = list(model.sources)
     if args.two_stems is not None:
         if args.stems is not None:
@@ -425,11 +438,14 @@ def _cost_line(costs: list[dict[str, Any]]) -> str:
     audio = sum(float(cost["audio_seconds"]) for cost in costs)
     spent = total([{k: v for k, v in cost.items() if isinstance(v, int | float)} for cost in costs])
     speed = audio / spent["seconds"] if spent["seconds"] else float("inf")
-    return (
+    line = (
         f"{len(costs)} song(s), {_duration(audio)} of audio in {_duration(spent['seconds'])} "
         f"({speed:.1f}x real time), {spent['energy_kwh'] * 1000:.2f} Wh, "
         f"{spent['carbon_g']:.2f} g CO2e (Green Algorithms estimate from the CPU time)"
     )
+    if spent["codecarbon_kwh"] is not None:
+        line += f"; CodeCarbon measured {spent['codecarbon_kwh'] * 1000:.2f} Wh (whole machine)"
+    return line
 
 
 def _duration(seconds: float) -> str:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from stemkit.data.musdb import MIXTURE, SUBSETS, Track, TrackLister
-from stemkit.energy import Meter, total
+from stemkit.energy import CodeCarbon, Meter, total
 from stemkit.errors import DatasetError, StemkitError
 from stemkit.metrics.bsseval import bss_eval_v4
 from stemkit.metrics.report import Report, TrackScores, write_report
@@ -155,6 +155,7 @@ def evaluate(
     settings: Mapping[str, Any] | None = None,
     force: bool = False,
     valid_fraction: float = 0.15,
+    codecarbon: CodeCarbon | None = None,
 ) -> Report:
     """Separate and score every track of ``root/subset`` (MUSDB18-HQ or MUSDB18 layout).
 
@@ -191,6 +192,8 @@ def evaluate(
         valid_fraction: with ``subset="valid"`` on a folder without the official validation
             tracks, the share of the train subset held out (the training run's
             ``data.valid_fraction``).
+        codecarbon: also measure each track's separation and scoring with this tracker
+            (``jobs=1`` only: a tracker measures the machine from one process).
 
     Raises:
         DatasetError: the dataset is missing, or a track lacks a source file or has stems
@@ -252,7 +255,7 @@ def evaluate(
     ) as bar:
         if jobs == 1 or len(todo) <= 1:
             for track in todo:
-                finish(_separate_and_score(model, track, **options))
+                finish(_separate_and_score(model, track, **options, codecarbon=codecarbon))
                 bar.update()
         else:
             _run_parallel(model, todo, options, min(jobs, len(todo)), finish, bar.update)
@@ -279,6 +282,7 @@ def _separate_and_score(
     batch_size: int,
     device: str,
     window: str = "linear",
+    codecarbon: CodeCarbon | None = None,
 ) -> TrackScores:
     from stemkit.inference import separate
 
@@ -300,7 +304,7 @@ def _separate_and_score(
         model.set_references(
             _resample_stems(references, track.sample_rate, model.sample_rate), rest=rest
         )
-    with Meter() as separation:
+    with Meter(codecarbon=codecarbon) as separation:
         estimates = separate(
             model,
             model_mixture,
@@ -313,7 +317,7 @@ def _separate_and_score(
     estimates = _resample_stems(estimates, model.sample_rate, track.sample_rate)
     estimates = _fit_length(estimates, references.shape[-1])
     _check_finite(f"{track.folder}: track '{track.name}'", estimates.numpy(), sources)
-    with Meter() as scoring:
+    with Meter(codecarbon=codecarbon) as scoring:
         scores = score_track(
             track.name, references, estimates, sources, track.sample_rate, metrics, mixture=mixture
         )

@@ -14,13 +14,12 @@ Two energy figures, side by side:
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stemkit.energy import GreenAlgorithmsConstants
+from stemkit.energy import CodeCarbon, GreenAlgorithmsConstants
 
 __all__ = ["CostLedger", "GreenAlgorithmsConstants"]
 
@@ -43,8 +42,7 @@ class CostLedger:
     codecarbon_reason: str | None = "not enabled"
     country_iso_code: str | None = None
     _started: float | None = None
-    _tracker: Any = None
-    _tracker_kwh: float = 0.0
+    _codecarbon: CodeCarbon | None = None
 
     def use_codecarbon(self, country_iso_code: str) -> None:
         """Measure the following epochs with CodeCarbon's offline tracker as well.
@@ -53,38 +51,15 @@ class CostLedger:
         ``codecarbon_reason`` says why.
         """
         self.country_iso_code = country_iso_code
-        try:
-            from codecarbon import OfflineEmissionsTracker
-        except ImportError as error:
-            self.codecarbon_reason = f"codecarbon is not installed ({error})"
-            return
-        # Its constructor logs at INFO before the log_level argument takes effect.
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        options: dict[str, Any] = dict(
-            country_iso_code=country_iso_code,
-            log_level="error",
-            allow_multiple_runs=True,
-            tracking_mode="machine",
-        )
-        try:
-            try:
-                # No output method: no emissions.csv, no API, no logger lines.
-                self._tracker = OfflineEmissionsTracker(output_methods=[], **options)
-            except TypeError:  # CodeCarbon < 3 names it differently
-                self._tracker = OfflineEmissionsTracker(save_to_file=False, **options)
-        except Exception as error:  # any failure of the tracker is recorded, never raised
-            self.codecarbon_reason = f"CodeCarbon could not start: {error}"
-            return
-        self.codecarbon_reason = None
+        self._codecarbon = CodeCarbon(country_iso_code)
+        self.codecarbon_reason = self._codecarbon.reason
 
     def start(self) -> None:
         """Start timing (and measuring) a span: one epoch."""
         self._started = time.perf_counter()
-        if self._tracker is not None:
-            try:
-                self._tracker.start()
-            except Exception as error:
-                self._drop_tracker(f"CodeCarbon failed to start: {error}")
+        if self._codecarbon is not None:
+            self._codecarbon.start()
+            self.codecarbon_reason = self._codecarbon.reason
 
     def stop(self, epoch: int) -> dict[str, Any]:
         """Close the current span and record it for ``epoch``; returns its row."""
@@ -93,34 +68,19 @@ class CostLedger:
         seconds = time.perf_counter() - self._started
         self._started = None
         row: dict[str, Any] = {"epoch": float(epoch), "seconds": seconds, **self._energy(seconds)}
-        row["codecarbon_kwh"] = self._tracker_stop()
+        row["codecarbon_kwh"] = None
+        if self._codecarbon is not None:
+            row["codecarbon_kwh"] = self._codecarbon.stop()
+            self.codecarbon_reason = self._codecarbon.reason
         self.epochs.append(row)
         return row
 
     def close(self) -> None:
         """Stop a tracker left running by an interrupted epoch (its span is not recorded)."""
         self._started = None
-        if self._tracker is not None:
-            self._tracker_stop()
-            self._tracker = None
-
-    def _tracker_stop(self) -> float | None:
-        if self._tracker is None:
-            return None
-        try:
-            self._tracker.stop()
-            cumulative = float(self._tracker.final_emissions_data.energy_consumed)
-        except Exception as error:
-            self._drop_tracker(f"CodeCarbon failed to measure: {error}")
-            return None
-        # The tracker keeps counting across start/stop: an epoch is the increase.
-        kwh = cumulative - self._tracker_kwh
-        self._tracker_kwh = cumulative
-        return kwh if kwh >= 0 else cumulative
-
-    def _drop_tracker(self, reason: str) -> None:
-        self._tracker = None
-        self.codecarbon_reason = reason
+        if self._codecarbon is not None:
+            self._codecarbon.close()
+            self._codecarbon = None
 
     def _energy(self, seconds: float) -> dict[str, float]:
         c = self.constants
