@@ -131,7 +131,9 @@ def resume(args: argparse.Namespace, output: StemFiles, file_names: outputs.File
             if key == "settings":
                 before = header.get("settings") or {}
                 differing = ", ".join(
-                    f"--{name.replace('_', '-')}" for name in value if before.get(name) != value[name]
+                    f"--{name.replace('_', '-')}"
+                    for name in value
+                    if before.get(name) != value[name]
                 )
             raise StemkitError(
                 f"{args.manifest}: this manifest is of another job ({differing} differ); run the "
@@ -189,9 +191,7 @@ def song_worker(args: argparse.Namespace) -> Callable[[SongTask], dict[str, Any]
         if _written_by_job(destination, task.previous):
             # An earlier attempt, killed after its rename, had finished it: kept, not redone.
             return _done(destination, written=False)
-        error = separate_song(
-            separator, args, stems, Path(task.song), destination, output, names
-        )
+        error = separate_song(separator, args, stems, Path(task.song), destination, output, names)
         if error is not None:
             if _written_by_job(destination, task.previous):
                 return _done(destination, written=False)  # a concurrent attempt finished it

@@ -221,8 +221,9 @@ def add_parser(subparsers: Any) -> None:
         "-q", "--quiet", action="store_true", help="no model line, song counter or progress bars"
     )
     catalogue = parser.add_argument_group(
-        "big jobs", "a catalogue of songs on a Ray cluster, resumable from a manifest "
-        "(see docs/scaling.md); SONG may also be @FILE, a file listing songs one per line"
+        "big jobs",
+        "a catalogue of songs on a Ray cluster, resumable from a manifest "
+        "(see docs/scaling.md); SONG may also be @FILE, a file listing songs one per line",
     )
     catalogue.add_argument(
         "--ray",

@@ -71,7 +71,12 @@ class Manifest:
     """
 
     def __init__(
-        self, path: Path | None, header: dict[str, Any], entries: dict[str, Entry], *, torn: bool = False
+        self,
+        path: Path | None,
+        header: dict[str, Any],
+        entries: dict[str, Entry],
+        *,
+        torn: bool = False,
     ) -> None:
         self.path = path
         self.header = header
@@ -201,7 +206,9 @@ class Manifest:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as error:
-            raise StemkitError(f"{self.path}: cannot write the manifest: {error.strerror}") from None
+            raise StemkitError(
+                f"{self.path}: cannot write the manifest: {error.strerror}"
+            ) from None
 
 
 def folder_checksum(folder: Path, files: Iterable[str]) -> str:

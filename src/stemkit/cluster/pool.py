@@ -151,7 +151,7 @@ def run(
     if count is None:
         count = gpus or max(1, int(resources.get("CPU", 1) // cluster.worker_cpus))
     count = max(1, min(count, len(items)))
-    actor = ray.remote(Worker).options(
+    actor: Any = ray.remote(Worker).options(
         num_cpus=cluster.worker_cpus,
         num_gpus=1 if gpus else 0,
         # A dead worker is started again (its model loaded again) however often it dies; each
@@ -159,7 +159,7 @@ def run(
         max_restarts=-1,
         max_task_retries=cluster.retries,
     )
-    actors = [actor.remote(factory) for _ in range(count)]
+    actors: list[Any] = [actor.remote(factory) for _ in range(count)]
     try:
         states = ray.get([worker.ready.remote() for worker in actors])
     except BaseException:
@@ -210,4 +210,3 @@ def run(
         for worker in actors:
             ray.kill(worker, no_restart=True)
     return count
-
