@@ -227,12 +227,13 @@ def _execute(args: argparse.Namespace, manifest: Manifest, entries: list[Any]) -
             failed.append(task.song)
 
     workers = 1
-    if args.ray is not None:
+    if args.ray is not None and tasks:
         address = None if args.ray == "local" else args.ray
         cluster = pool.Cluster(
             address=address,
             workers=args.workers,
             worker_cpus=args.worker_cpus,
+            worker_gpus=args.worker_gpus,
             use_gpus=args.device.strip().lower() != "cpu",
             retries=args.retries,
         )

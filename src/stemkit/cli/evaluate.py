@@ -82,6 +82,14 @@ def add_parser(subparsers: Any) -> None:
         "--worker-cpus", type=float, default=1.0, metavar="C", help="CPUs per Ray worker (1)"
     )
     parser.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="GPUs each Ray worker takes where the cluster has GPUs; 0.25 puts four workers on "
+        "a GPU (1)",
+    )
+    parser.add_argument(
         "--retries",
         type=int,
         default=2,
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             address=None if args.ray == "local" else args.ray,
             workers=args.workers,
             worker_cpus=args.worker_cpus,
+            worker_gpus=args.worker_gpus,
             use_gpus=args.device != "cpu",
             retries=args.retries,
         )

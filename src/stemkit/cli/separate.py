@@ -250,6 +250,14 @@ def add_parser(subparsers: Any) -> None:
         help="CPUs (and torch threads) each Ray worker takes (1)",
     )
     catalogue.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="GPUs each Ray worker takes where the cluster has GPUs; 0.25 puts four workers on "
+        "a GPU (1)",
+    )
+    catalogue.add_argument(
         "--retries",
         type=int,
         default=2,
@@ -289,6 +297,9 @@ def run(args: argparse.Namespace) -> int:
     from stemkit.errors import StemkitError
     from stemkit.runtime import resolve_device
 
+    if args.ray not in (None, "local", "auto") and ":" not in args.ray:
+        # `--ray song.wav ...`: argparse took the first song for the optional address
+        args.songs, args.ray = [args.ray, *args.songs], "local"
     output = _output_settings(args)
     file_names = outputs.FileNames(args.filename)
     device = resolve_device(args.device)

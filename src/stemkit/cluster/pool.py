@@ -47,9 +47,12 @@ class Cluster:
         address: ``None`` starts a local Ray cluster on this machine (all its cores and GPUs)
             for the job; ``"auto"`` joins the cluster already running here (``ray start``);
             ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` joins that one.
-        workers: actors to start; None: one per GPU when ``use_gpus`` and the cluster has
-            GPUs, else one per ``worker_cpus`` CPUs of the cluster.
+        workers: actors to start; None: one per ``worker_gpus`` GPUs when ``use_gpus`` and
+            the cluster has GPUs, else one per ``worker_cpus`` CPUs of the cluster.
         worker_cpus: CPUs each worker reserves (and the torch threads Ray gives it).
+        worker_gpus: GPUs each worker reserves where there are GPUs; a fraction (0.25) puts
+            several workers on one GPU, so that one decodes and encodes on the CPU while
+            another runs its model.
         use_gpus: reserve one GPU per worker when the cluster has GPUs (False for ``--device
             cpu``).
         retries: times an item is retried after its worker died.
@@ -58,6 +61,7 @@ class Cluster:
     address: str | None = None
     workers: int | None = None
     worker_cpus: float = 1.0
+    worker_gpus: float = 1.0
     use_gpus: bool = True
     retries: int = 2
 
@@ -148,12 +152,14 @@ def run(
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if cluster.use_gpus else 0
     count = cluster.workers
-    if count is None:
-        count = gpus or max(1, int(resources.get("CPU", 1) // cluster.worker_cpus))
+    if count is None and gpus:
+        count = max(1, int(gpus / cluster.worker_gpus))
+    elif count is None:
+        count = max(1, int(resources.get("CPU", 1) // cluster.worker_cpus))
     count = max(1, min(count, len(items)))
     actor: Any = ray.remote(Worker).options(
         num_cpus=cluster.worker_cpus,
-        num_gpus=1 if gpus else 0,
+        num_gpus=cluster.worker_gpus if gpus else 0,
         # A dead worker is started again (its model loaded again) however often it dies; each
         # item bounds its own retries.
         max_restarts=-1,
@@ -176,7 +182,7 @@ def run(
         "%d worker(s) on Ray (%g CPU%s each)",
         count,
         cluster.worker_cpus,
-        " and 1 GPU" if gpus else "",
+        f" and {cluster.worker_gpus:g} GPU" if gpus else "",
     )
     queue = deque(items)
     running: dict[Any, tuple[Any, ItemT]] = {}
