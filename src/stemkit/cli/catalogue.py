@@ -37,8 +37,6 @@ from typing import TYPE_CHECKING, Any, Final
 from stemkit.errors import StemkitError
 
 if TYPE_CHECKING:
-    from stemkit import outputs
-    from stemkit.api import StemFiles
     from stemkit.cluster.manifest import Manifest
     from stemkit.cluster.pool import Failure
 
@@ -107,7 +105,7 @@ def start(args: argparse.Namespace, jobs: Sequence[tuple[Path, Path]]) -> int:
         raise
 
 
-def resume(args: argparse.Namespace, output: StemFiles, file_names: outputs.FileNames) -> int:
+def resume(args: argparse.Namespace) -> int:
     """Resume the job of the manifest ``args.manifest``: the songs not done, nothing else.
 
     Raises:
@@ -178,7 +176,8 @@ def song_worker(args: argparse.Namespace) -> Callable[[SongTask], dict[str, Any]
     from stemkit.cli.separate import _output_settings, build_separator, separate_song
     from stemkit.runtime import resolve_device
 
-    device = resolve_device(args.device)
+    # onnxruntime runs on the CPU, as in one process (stemkit.cli.separate.run)
+    device = resolve_device("cpu" if args.engine == "onnxruntime" else args.device)
     separator, stems = build_separator(args, device, progress=False)
     output = _output_settings(args)
     names = outputs.FileNames(args.filename)
@@ -234,7 +233,7 @@ def _execute(args: argparse.Namespace, manifest: Manifest, entries: list[Any]) -
             workers=args.workers,
             worker_cpus=args.worker_cpus,
             worker_gpus=args.worker_gpus,
-            use_gpus=args.device.strip().lower() != "cpu",
+            use_gpus=args.device.strip().lower() != "cpu" and args.engine == "torch",
             retries=args.retries,
         )
         if args.workers is not None and args.workers < 1:

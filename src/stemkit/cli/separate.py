@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is not None and os.path.lexists(args.manifest):
         from stemkit.cli import catalogue
 
-        return catalogue.resume(args, output, file_names)
+        return catalogue.resume(args)
     if not args.songs:
         raise StemkitError("no SONG given: name audio files, folders, patterns or @LIST files")
     songs = find_songs(args.songs, exclude=output_root)
