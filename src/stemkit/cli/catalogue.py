@@ -151,7 +151,8 @@ def resume(args: argparse.Namespace) -> int:
             logger.warning("%s: its folder is gone or incomplete; separating it again", destination)
         elif entry.state == "pending" and _written_by_job(destination, entry.previous):
             # separated by the killed job, which died before recording it
-            manifest.record(entry.song, "done", **_done(destination, written=False))
+            result = _done(destination, written=False)
+            manifest.record(entry.song, result.pop("state"), **result)
             continue
         todo.append(entry)
     counts = manifest.counts()
