@@ -175,8 +175,12 @@ def song_worker(args: argparse.Namespace) -> Callable[[SongTask], dict[str, Any]
     """
     from stemkit import outputs
     from stemkit.cli.separate import _output_settings, build_separator, separate_song
-    from stemkit.runtime import resolve_device
+    from stemkit.runtime import resolve_device, set_threads
 
+    if args.ray is not None:
+        # A Ray worker: as many torch threads as CPUs it reserved, or the --threads asked for
+        # (Ray leaves an OMP_NUM_THREADS inherited from the cluster's start as it is).
+        set_threads(args.threads or max(1, round(args.worker_cpus)))
     # onnxruntime runs on the CPU, as in one process (stemkit.cli.separate.run)
     device = resolve_device("cpu" if args.engine == "onnxruntime" else args.device)
     separator, stems = build_separator(args, device, progress=False)
