@@ -102,3 +102,10 @@ def test_a_refused_model_leaves_no_manifest(songs: Path, tmp_path: Path) -> None
     argv = ["separate", str(songs), "-o", str(out), "--model", "umx", "--manifest", str(manifest)]
     assert cli.main([*argv, "-q"]) == 2  # an architecture without trained weights
     assert not manifest.exists()
+
+
+def test_bad_cluster_options_are_refused_before_any_work(songs: Path, tmp_path: Path) -> None:
+    out, manifest = tmp_path / "out", tmp_path / "job.jsonl"
+    argv = ["separate", str(songs), "-o", str(out), "--model", "identity", "-q"]
+    assert cli.main([*argv, "--ray", "--workers", "0", "--manifest", str(manifest)]) == 2
+    assert not manifest.exists() and not out.exists()  # a refused command leaves no trace

@@ -241,10 +241,6 @@ def _execute(args: argparse.Namespace, manifest: Manifest, entries: list[Any]) -
             use_gpus=args.device.strip().lower() != "cpu" and args.engine == "torch",
             retries=args.retries,
         )
-        if args.workers is not None and args.workers < 1:
-            raise StemkitError(f"--workers must be at least 1, got {args.workers}")
-        if args.retries < 0:
-            raise StemkitError(f"--retries must be 0 or more, got {args.retries}")
         started_here = pool.connect(address)
         try:
             workers = pool.run(tasks, functools.partial(song_worker, args), on_result, cluster)

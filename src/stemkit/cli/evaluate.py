@@ -136,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from stemkit.cluster.pool import Cluster
 
-        if args.workers is not None and args.workers < 1:
-            raise StemkitError(f"--workers must be at least 1, got {args.workers}")
         cluster = Cluster(
             address=None if args.ray == "local" else args.ray,
             workers=args.workers,

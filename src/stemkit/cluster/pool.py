@@ -65,6 +65,15 @@ class Cluster:
     use_gpus: bool = True
     retries: int = 2
 
+    def __post_init__(self) -> None:
+        # named as the command line names them: the commands pass their options through
+        if self.workers is not None and self.workers < 1:
+            raise StemkitError(f"--workers must be at least 1, got {self.workers}")
+        if self.worker_cpus <= 0 or self.worker_gpus <= 0:
+            raise StemkitError("--worker-cpus and --worker-gpus must be above 0")
+        if self.retries < 0:
+            raise StemkitError(f"--retries must be 0 or more, got {self.retries}")
+
 
 @dataclass(frozen=True)
 class Failure:
