@@ -95,3 +95,6 @@ def test_separate_and_evaluate_record_codecarbon_per_song(
     capsys.readouterr()
     assert main([*args, "--codecarbon", "FRA", "-j", "2"]) != 0
     assert "use -j 1" in capsys.readouterr().err
+    assert main([*argv[:-2], "-o", str(tmp_path / "o2"), "--codecarbon", "FRA", "--ray"]) != 0
+    assert "not with --ray" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

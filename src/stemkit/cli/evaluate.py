@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stemkit.errors import StemkitError
 
 if TYPE_CHECKING:
+    from stemkit.cluster.pool import Cluster
     from stemkit.energy import CodeCarbon
+    from stemkit.metrics.report import Report
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +92,41 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="tracks scored in parallel")
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="score the tracks as Ray tasks (same scores and files): no ADDRESS starts a local "
+        "cluster, auto joins the one running here, HOST:PORT another; the model is sent once "
+        "to each worker (needs the cluster extra)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: one per GPU of the cluster, else one per --worker-cpus CPUs)",
+    )
+    parser.add_argument(
+        "--worker-cpus", type=float, default=1.0, metavar="C", help="CPUs per Ray worker (1)"
+    )
+    parser.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="GPUs each Ray worker takes where the cluster has GPUs; 0.25 puts four workers on "
+        "a GPU (1)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="times a track is retried after its Ray worker died (2)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="discard scores in -o computed with other settings or on another dataset",
@@ -111,7 +150,6 @@ def run(args: argparse.Namespace) -> int:
         raise StemkitError("--data is required (the dataset root), unless --compare is given")
     from stemkit.artifacts import load_model
     from stemkit.data.factory import detect_format
-    from stemkit.evaluation import evaluate
     from stemkit.runtime import resolve_device
 
     args.device = str(resolve_device(args.device))  # a wrong device: one line, before any work
@@ -124,7 +162,53 @@ def run(args: argparse.Namespace) -> int:
         from stemkit.artifacts.checkpoint import sha256_of
 
         settings["checkpoint_sha256"] = sha256_of(path)
-    report = evaluate(
+    cluster = None
+    if args.ray is not None:
+        from stemkit.cluster.pool import Cluster
+
+        cluster = Cluster(
+            address=None if args.ray == "local" else args.ray,
+            workers=args.workers,
+            worker_cpus=args.worker_cpus,
+            worker_gpus=args.worker_gpus,
+            use_gpus=args.device != "cpu",
+            retries=args.retries,
+        )
+    with _connected(cluster):
+        report = _evaluate(args, model, settings, cluster)
+    print(report.table())
+    if args.out is not None:
+        print(
+            f"per-track scores in {args.out / args.subset}; summary.json, report.md and "
+            f"scores.png in {args.out}"
+        )
+    return 0
+
+
+@contextlib.contextmanager
+def _connected(cluster: Cluster | None) -> Iterator[None]:
+    """Joins (or starts, and then stops) the Ray cluster of ``cluster``; nothing for None."""
+    if cluster is None:
+        yield
+        return
+    from stemkit.cluster.pool import connect
+
+    started = connect(cluster.address)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _evaluate(
+    args: argparse.Namespace, model: Any, settings: dict[str, Any], cluster: Cluster | None
+) -> Report:
+    from stemkit.evaluation import evaluate
+
+    return evaluate(
         model,
         args.data,
         args.subset,
@@ -142,14 +226,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         valid_fraction=args.valid_fraction,
         codecarbon=_codecarbon(args),
+        cluster=cluster,
     )
-    print(report.table())
-    if args.out is not None:
-        print(
-            f"per-track scores in {args.out / args.subset}; summary.json, report.md and "
-            f"scores.png in {args.out}"
-        )
-    return 0
 
 
 def _mir1k(args: argparse.Namespace, model: Any) -> int:
@@ -215,8 +293,10 @@ def _codecarbon(args: argparse.Namespace) -> CodeCarbon | None:
     """The CodeCarbon tracker ``--codecarbon`` asks for (refused with ``--jobs`` above 1)."""
     if not args.codecarbon:
         return None
-    if args.jobs != 1:
-        raise StemkitError("--codecarbon measures the machine from one process: use -j 1")
+    if args.jobs != 1 or args.ray is not None:
+        raise StemkitError(
+            "--codecarbon measures the machine from one process: use -j 1 and no --ray"
+        )
     from stemkit.energy import CodeCarbon
 
     tracker = CodeCarbon(args.codecarbon)

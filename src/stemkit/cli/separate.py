@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     import torch
 
     from stemkit import outputs
-    from stemkit.api import StemFiles
+    from stemkit.api import Separator, StemFiles
     from stemkit.cli.songs import Song
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,12 @@ def add_parser(subparsers: Any) -> None:
         "separate",
         help="separate songs into stems",
         description="Separate songs into stems, written as DIR/<song>/<stem>.<format>.",
+        # @FILE: the songs of a big job, one per line (and any other argument)
+        fromfile_prefix_chars="@",
     )
     parser.add_argument(
         "songs",
-        nargs="+",
+        nargs="*",
         metavar="SONG",
         help="audio files (wav, flac, mp3, aiff, ogg, opus, m4a, wma, video, … anything ffmpeg "
         "decodes), folders (searched recursively for audio files) or quoted glob patterns "
@@ -225,6 +227,59 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no model line, song counter or progress bars"
     )
+    catalogue = parser.add_argument_group(
+        "big jobs",
+        "a catalogue of songs on a Ray cluster, resumable from a manifest "
+        "(see docs/scaling.md); SONG may also be @FILE, a file listing songs one per line",
+    )
+    catalogue.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="separate the songs as Ray tasks: no ADDRESS starts a local cluster, auto joins the "
+        "one running here, HOST:PORT another; the model is loaded once per worker (needs the "
+        "cluster extra)",
+    )
+    catalogue.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: one per GPU of the cluster, else one per --worker-cpus CPUs)",
+    )
+    catalogue.add_argument(
+        "--worker-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs (and torch threads) each Ray worker takes (1)",
+    )
+    catalogue.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="GPUs each Ray worker takes where the cluster has GPUs; 0.25 puts four workers on "
+        "a GPU (1)",
+    )
+    catalogue.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="times a song is retried after its worker process died; then it is marked failed "
+        "and the job goes on (2)",
+    )
+    catalogue.add_argument(
+        "--manifest",
+        default=None,
+        metavar="FILE",
+        help="the job's manifest (JSON lines): written with every song pending when FILE does "
+        "not exist, each song's result appended as it arrives; when FILE exists the job "
+        "resumes from it, without searching the SONG arguments again or redoing finished songs",
+    )
     parser.set_defaults(func=run)
 
 
@@ -249,6 +304,12 @@ def run(args: argparse.Namespace) -> int:
     from stemkit.errors import StemkitError
     from stemkit.runtime import resolve_device
 
+    if args.ray not in (None, "local", "auto") and ":" not in args.ray:
+        # `--ray song.wav ...`: argparse took the first song for the optional address
+        args.songs, args.ray = [args.ray, *args.songs], "local"
+    if args.codecarbon and args.ray is not None:
+        # every worker would measure the whole machine: the songs' sum would count it twice
+        raise StemkitError("--codecarbon measures the machine from one process: not with --ray")
     output = _output_settings(args)
     file_names = outputs.FileNames(args.filename)
     device = resolve_device(args.device)
@@ -260,6 +321,12 @@ def run(args: argparse.Namespace) -> int:
             )
         device = resolve_device("cpu")
     output_root = Path(args.output)
+    if args.manifest is not None and os.path.lexists(args.manifest):
+        from stemkit.cli import catalogue
+
+        return catalogue.resume(args)
+    if not args.songs:
+        raise StemkitError("no SONG given: name audio files, folders, patterns or @LIST files")
     songs = find_songs(args.songs, exclude=output_root)
     roots = sorted({output_root / song.subfolder for song in songs})
     # refuses "..wav" early
@@ -274,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
                 # shown even with --quiet, as before: a warning, in the words it always had
                 logger.warning("cleaned up %s, left by an interrupted run", path, extra=PLAIN)
         jobs = _jobs(songs, names, output_root)
-        skipped = [job for job in jobs if args.skip_existing and _complete(job.destination)]
+        skipped = [job for job in jobs if args.skip_existing and is_complete(job.destination)]
         jobs = [job for job in jobs if job not in skipped]
         existing = [str(job.destination) for job in jobs if os.path.lexists(job.destination)]
         if existing and not args.force:
@@ -286,6 +353,10 @@ def run(args: argparse.Namespace) -> int:
             outputs.check_destination(job.destination, force=args.force)
         if skipped:
             logger.info("skipping %d song(s) already separated in %s", len(skipped), output_root)
+        if args.ray is not None or args.manifest is not None:
+            from stemkit.cli import catalogue
+
+            return catalogue.start(args, [(job.song, job.destination) for job in jobs])
         if not jobs:
             return 0
         return _separate_all(args, jobs, device, output, file_names)
@@ -303,7 +374,7 @@ def _output_settings(args: argparse.Namespace) -> StemFiles:
     return StemFiles.from_options(args.format, args.bits, args.bitrate, args.sample_rate, args.clip)
 
 
-def _complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
     """Whether ``folder`` is a stem folder whose marker lists files that are all there."""
     from stemkit import outputs
 
@@ -329,11 +400,89 @@ def _separate_all(
 ) -> int:
     """Load the model, separate and write every song; a song that fails is reported and the
     others go on. Returns 0 when all succeeded, 1 when some failed."""
+    separator, stems = build_separator(args, device, progress=logger.isEnabledFor(logging.INFO))
+
+    failures: list[str] = []
+    costs: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for number, job in enumerate(jobs, 1):
+        song, destination = job.song, job.destination
+        eta = ""
+        if number > 1:
+            left = (time.monotonic() - started) / (number - 1) * (len(jobs) - number + 1)
+            eta = f" (about {_duration(left)} left)"
+        logger.info(
+            "[%d/%d] separating %s -> %s%s", number, len(jobs), song, destination, eta, extra=BARE
+        )
+        error = separate_song(separator, args, stems, song, destination, output, file_names)
+        if error is not None:
+            logger.error("%s", error)
+            failures.append(str(song))
+            continue
+        print(destination, flush=True)
+        if separator.last_cost is not None:
+            costs.append(separator.last_cost)
+    if costs:
+        logger.info("%s", cost_line(costs))
+    if failures:
+        logger.error(
+            "%d of %d song(s) failed: %s",
+            len(failures),
+            len(jobs),
+            ", ".join(failures),
+            extra=PLAIN,
+        )
+        return 1
+    return 0
+
+
+def separate_song(
+    separator: Separator,
+    args: argparse.Namespace,
+    stems: list[str] | None,
+    song: Path,
+    destination: Path,
+    output: StemFiles,
+    file_names: outputs.FileNames,
+) -> str | None:
+    """Separate one song into its folder, as every way of running the command does (one
+    process, or a Ray worker: the same bytes either way). Returns None, or the song's failure
+    in one line (the batch goes on)."""
     from stemkit import outputs
+    from stemkit.errors import AudioError
+
+    try:
+        separator.separate_to_folder(
+            song,
+            destination,
+            output=output,
+            stems=stems,
+            two_stems=args.two_stems,
+            force=args.force,
+            downmix=args.downmix,
+            names=file_names,
+        )
+    except (AudioError, outputs.OutputError) as error:
+        return str(error)
+    except OSError as error:
+        # Any other file-system failure: one line for this song, and the batch goes on.
+        return f"{song}: {outputs.describe_os_error(error)}"
+    return None
+
+
+def build_separator(
+    args: argparse.Namespace, device: torch.device, *, progress: bool
+) -> tuple[Separator, list[str] | None]:
+    """The model ``--model`` names, checked and wrapped as the options say; returns the
+    separator and the stems to write (None with ``--two-stems``).
+
+    Raises:
+        StemkitError: an oracle or untrained model, or bad ``--stems``/``--two-stems``.
+    """
     from stemkit.api import Separator
     from stemkit.artifacts import load_model
     from stemkit.cli import model_choice
-    from stemkit.errors import AudioError, StemkitError
+    from stemkit.errors import StemkitError
 
     model = load_model(args.model, random_weights=args.random_weights)
     if model.requires_references:
@@ -360,7 +509,7 @@ def _separate_all(
         shifts=args.shifts,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=logger.isEnabledFor(logging.INFO),
+        progress=progress,
     )
     if args.codecarbon:
         from stemkit.energy import CodeCarbon
@@ -380,57 +529,10 @@ def _separate_all(
     else:
         stems = _select_stems(sources, args.stems)
     logger.info("%s; on %s", line, device)
-
-    failures: list[str] = []
-    costs: list[dict[str, Any]] = []
-    started = time.monotonic()
-    for number, job in enumerate(jobs, 1):
-        song, destination = job.song, job.destination
-        eta = ""
-        if number > 1:
-            left = (time.monotonic() - started) / (number - 1) * (len(jobs) - number + 1)
-            eta = f" (about {_duration(left)} left)"
-        logger.info(
-            "[%d/%d] separating %s -> %s%s", number, len(jobs), song, destination, eta, extra=BARE
-        )
-        try:
-            separator.separate_to_folder(
-                song,
-                destination,
-                output=output,
-                stems=stems,
-                two_stems=args.two_stems,
-                force=args.force,
-                downmix=args.downmix,
-                names=file_names,
-            )
-        except (AudioError, outputs.OutputError) as error:
-            logger.error("%s", error)
-            failures.append(str(song))
-            continue
-        except OSError as error:
-            # Any other file-system failure: one line for this song, and the batch goes on.
-            logger.error("%s: %s", song, outputs.describe_os_error(error))
-            failures.append(str(song))
-            continue
-        print(destination, flush=True)
-        if separator.last_cost is not None:
-            costs.append(separator.last_cost)
-    if costs:
-        logger.info("%s", _cost_line(costs))
-    if failures:
-        logger.error(
-            "%d of %d song(s) failed: %s",
-            len(failures),
-            len(jobs),
-            ", ".join(failures),
-            extra=PLAIN,
-        )
-        return 1
-    return 0
+    return separator, stems
 
 
-def _cost_line(costs: list[dict[str, Any]]) -> str:
+def cost_line(costs: list[dict[str, Any]]) -> str:
     """What the separated songs cost in all: audio, wall time, real-time factor, energy (each
     song's is in its folder's marker file)."""
     from stemkit.energy import total

@@ -33,13 +33,14 @@ passed off as new.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +53,9 @@ from stemkit.metrics.report import Report, TrackScores, write_report
 from stemkit.metrics.sdr import framewise_sdr, usdr
 from stemkit.metrics.store import read_json, write_json
 from stemkit.models.base import SeparationModel
+
+if TYPE_CHECKING:
+    from stemkit.cluster.pool import Cluster
 
 __all__ = [
     "METRIC_MODES",
@@ -156,6 +160,7 @@ def evaluate(
     force: bool = False,
     valid_fraction: float = 0.15,
     codecarbon: CodeCarbon | None = None,
+    cluster: Cluster | None = None,
 ) -> Report:
     """Separate and score every track of ``root/subset`` (MUSDB18-HQ or MUSDB18 layout).
 
@@ -194,6 +199,10 @@ def evaluate(
             ``data.valid_fraction``).
         codecarbon: also measure each track's separation and scoring with this tracker
             (``jobs=1`` only: a tracker measures the machine from one process).
+        cluster: score the tracks as tasks of Ray workers (each holding the model, one torch
+            thread per CPU it reserves) on the cluster the process is connected to
+            (:func:`stemkit.cluster.pool.connect`); ``jobs`` is then ignored. The per-track
+            files and the scores are the same as without.
 
     Raises:
         DatasetError: the dataset is missing, or a track lacks a source file or has stems
@@ -253,7 +262,9 @@ def evaluate(
     with tqdm(
         total=len(tracks), initial=len(done), desc="tracks", unit="track", disable=not progress
     ) as bar:
-        if jobs == 1 or len(todo) <= 1:
+        if cluster is not None and todo:
+            _run_on_cluster(model, todo, options, cluster, finish, bar.update)
+        elif jobs == 1 or len(todo) <= 1:
             for track in todo:
                 finish(_separate_and_score(model, track, **options, codecarbon=codecarbon))
                 bar.update()
@@ -476,6 +487,38 @@ def _run_parallel(
                 advance()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _scorer(model: SeparationModel, options: dict[str, Any]) -> Any:
+    """The per-track function of a Ray worker, which holds ``model`` (sent to it once)."""
+    return functools.partial(_score_on_worker, model, options)
+
+
+def _score_on_worker(model: SeparationModel, options: dict[str, Any], track: Track) -> TrackScores:
+    try:
+        return _separate_and_score(model, track, **options)
+    except StemkitError as err:
+        # Subclasses with extra constructor arguments do not survive pickling back.
+        raise EvaluationError(str(err)) from None
+
+
+def _run_on_cluster(
+    model: SeparationModel,
+    tracks: list[Track],
+    options: dict[str, Any],
+    cluster: Cluster,
+    finish: Any,
+    advance: Any,
+) -> None:
+    from stemkit.cluster import pool
+
+    def on_result(track: Track, result: TrackScores | pool.Failure) -> None:
+        if isinstance(result, pool.Failure):
+            raise EvaluationError(f"{track.folder}: {result.reason}")
+        finish(result)
+        advance()
+
+    pool.run(tracks, functools.partial(_scorer, model, options), on_result, cluster)
 
 
 # --- resuming ---------------------------------------------------------------------------------
