@@ -10,16 +10,18 @@ torch thread, measured in this one run:
   Not counted: STFT/iSTFT, norms, activations, masking and other element-wise work, so every
   achieved FLOP/s below is a lower bound of the work done.
 * **RTF**: CPU time / audio duration of one model call on the whole clip (best of
-  ``--repeats`` after a warm-up); lower is faster. At one thread the CPU time is the wall time
+  ``--repeats``; the counting call is the warm-up; ours and the reference's calls alternate);
+  lower is faster. At one thread the CPU time is the wall time
   of an idle core, without the time other jobs of a shared machine hold it (the wall-time RTF
   is in the JSON).
 * **achieved GFLOP/s** = counted FLOPs / CPU time.
 * **the bound**: the same run measures the machine at one thread: a large ``torch.matmul``
   (MKL), a 3×3 ``conv2d`` on channels-last activations and a ``conv1d`` (oneDNN), and a
-  bidirectional ``nn.LSTM``. A system's bound time is ``Σ_kind FLOPs_kind / rate_kind`` over its
-  convolutions (the conv microbenchmark of its dimension), other matrix products (matmul) and
-  recurrences (LSTM): the time its counted work would take at the rates those kernels reach
-  in isolation. ``× bound`` = CPU time / bound time (goal: at most 2).
+  bidirectional ``nn.LSTM`` on 64 sequences and on one (a matrix-vector product per step). A
+  system's bound time is ``Σ_kind FLOPs_kind / rate_kind`` over its convolutions (the conv
+  microbenchmark of its dimension), other matrix products (matmul) and recurrences (the LSTM
+  of its kind): the time its counted work would take at the rates those kernels reach in
+  isolation. ``× bound`` = CPU time / bound time (goal: at most 2).
 * **reference**: where a reference implementation exists, the same weights run through it on the
   same clip: its RTF, ``ours / ref`` (goal: at most 1) and the largest output difference
   relative to the reference's peak. Open-Unmix: ``openunmix`` 1.3.0; X-UMX: asteroid 0.7.0's
@@ -28,7 +30,11 @@ torch thread, measured in this one run:
   the v1 architecture). Weights are mapped as stemkit's importers do.
 
 ``--before-src DIR`` reruns the stemkit rows with the package under ``DIR`` (e.g. ``main``'s
-``src`` before a speed-up) in a subprocess and puts its RTF next to the current one.
+``src`` before a speed-up) in a subprocess and puts its RTF next to the current one (only for
+the systems of ``--before-only``, those the speed-ups changed).
+
+Not a test: the numbers depend on the machine and its load; the equalities behind the
+speed-ups are tested in tests/models/test_speed_paths.py.
 
 Usage:
     python bench/speed.py [--only umx,xumx,...] [--repeats 2] [--before-src /path/to/src]
@@ -342,14 +348,29 @@ def _ours(name: str) -> tuple[nn.Module, Tensor, Callable[[], Tensor]]:
     return model, mixture, lambda: model(mixture)
 
 
-def _timed(run: Callable[[], Tensor], repeats: int) -> tuple[dict[str, int], float, Tensor, float]:
-    """FLOPs (counted in a first call, which is also the warm-up), best CPU time, output, best
-    wall time."""
+def _timed(
+    runs: list[Callable[[], Tensor]], repeats: int
+) -> list[tuple[dict[str, int], float, Tensor, float]]:
+    """Per function: FLOPs (counted in a first call, which is also the warm-up), best CPU time,
+    output, best wall time. The timed calls alternate between the functions, so that ours and
+    the reference see the same machine state (load, memory, clock)."""
+    counted, best, best_wall, outputs = (
+        [],
+        [float("inf")] * len(runs),
+        [float("inf")] * len(runs),
+        [],
+    )
     with torch.inference_mode():
-        with count_flops() as flops:
-            run()
-        seconds, out, wall = _best(run, repeats, warm_up=False)
-    return flops, seconds, out, wall
+        for run in runs:
+            with count_flops() as flops:
+                outputs.append(run())
+            counted.append(flops)
+        for _ in range(repeats):
+            for index, run in enumerate(runs):
+                seconds, outputs[index], wall = _best(run, 1, warm_up=False)
+                best[index] = min(best[index], seconds)
+                best_wall[index] = min(best_wall[index], wall)
+    return list(zip(counted, best, outputs, best_wall, strict=True))
 
 
 def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> dict[str, Any]:
@@ -358,7 +379,9 @@ def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> 
     model, mixture, run = _ours(name)
     reference = _reference(name, model) if spec.reference else None  # may load weights into ours
     load_before = os.getloadavg()[0]
-    flops, seconds, stems, wall = _timed(run, args.repeats)
+    runs = [run] if reference is None else [run, lambda: reference(mixture)]
+    timings = _timed(runs, args.repeats)
+    flops, seconds, stems, wall = timings[0]
     row: dict[str, Any] = {
         "system": name,
         "description": spec.description,
@@ -381,9 +404,7 @@ def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> 
     row["bound_rtf"] = bound / spec.duration
     row["times_bound"] = seconds / bound if bound else None
     if reference is not None:
-        ref_flops, ref_seconds, ref_stems, ref_wall = _timed(
-            lambda: reference(mixture), args.repeats
-        )
+        ref_flops, ref_seconds, ref_stems, ref_wall = timings[1]
         common = ref_stems.shape[-1]
         difference = (stems[..., :common] - ref_stems).abs().max() / ref_stems.abs().max()
         row["reference"] = {
@@ -447,10 +468,12 @@ def markdown(result: dict[str, Any]) -> str:
         "# Speed per system: FLOPs, the machine's bound and the reference implementations",
         "",
         f"`python bench/speed.py` on {machine['cpu']} ({machine['logical_cores']} logical cores, "
-        f"shared with other jobs: see the load average), {machine['threads']} torch thread, "
+        "shared with other jobs; the JSON has each row's load average), "
+        f"{machine['threads']} torch thread, "
         f"torch {machine['torch']}, {result['date']}. Random weights at the paper sizes, noise "
         "at each model's rate; one model call on the whole clip, best of "
-        f"{result['repeats']} after a warm-up.",
+        f"{result['repeats']} (the FLOP-counting call is the warm-up; ours and the reference's "
+        "calls alternate).",
         "",
         f"Machine at one thread (GFLOP/s): matmul 2048² {rates['matmul']:.0f}, conv2d 3×3 "
         f"256→256 channels-last {rates['conv2d']:.0f}, conv1d k3 256→512 {rates['conv1d']:.0f}, "
@@ -512,7 +535,9 @@ NOTES = [
     "(C1=64) or 3200 (C1=100) units, so each step is a matrix-vector product that reads the "
     "whole recurrent weight (64 MB, 164 MB per direction and layer) from memory; the batch-1 "
     "microbenchmark's 512-unit weights stay in cache. The reference spends the same time "
-    "there (same kernel). Batching chunks (`separate(..., batch_size=...)`) amortises it.",
+    "there (same kernel, same time in an A/B of the LSTM alone); ours/ref for Demucs ranged "
+    "0.98-1.11 over four runs on the shared machine (2026-12-04). Batching chunks "
+    "(`separate(..., batch_size=...)`) amortises the weight reads.",
     "- SH-Net computes every frame twice: its 64-frame windows overlap by half and each keeps "
     "its central half, as the authors' code; the FLOPs include that. The windows are batched "
     "(`window_batch=4`, the study's batched window inference, already in `main`).",

@@ -115,7 +115,7 @@ def band_runs(band_widths: Sequence[int]) -> list[tuple[int, int, int]]:
 
 
 def grouped_linear(x: Tensor, layers: Sequence[nn.Module]) -> Tensor:
-    """Kernel-1 convolutions applied per group: ``convs[g](x[:, g])`` for every ``g`` at once.
+    """Kernel-1 convolutions applied per group: ``layers[g](x[:, g])`` for every ``g`` at once.
 
     Args:
         x: ``(batch, groups, in_features, nb_frames)``.
