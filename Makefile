@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/onnx_engine.py
 	$(BIN)/python bench/long_song.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/speed.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

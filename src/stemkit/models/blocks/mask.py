@@ -10,9 +10,13 @@ half)``, a complex number per bin and frame, applied to the mixture by complex m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from stemkit.models.blocks.bandsplit import band_runs, grouped_linear
 
 __all__ = ["MaskEstimator"]
 
@@ -64,13 +68,33 @@ class MaskEstimator(nn.Module):
                 f"mask estimator has {len(self.band_widths)} bands, features have "
                 f"{features.shape[1]}"
             )
-        batch, _, _, nb_frames = features.shape
+        batch, nb_bands, n_features, nb_frames = features.shape
+        # The per-band MLPs run batched over bands: the norm as one group norm with a group per
+        # band, the two hidden layers (the same size in every band) as batched products, the
+        # output layer per run of equal-width bands (bench/results/speed.md).
+        layers = [cast(nn.Sequential, mlp) for mlp in self.bands]
+        norms = [cast(nn.GroupNorm, mlp[0]) for mlp in layers]
+        hidden = F.group_norm(
+            features.reshape(batch, nb_bands * n_features, nb_frames),
+            nb_bands,
+            torch.cat([norm.weight for norm in norms]),
+            torch.cat([norm.bias for norm in norms]),
+            norms[0].eps,
+        ).view(batch, nb_bands, n_features, nb_frames)
+        hidden = torch.tanh(grouped_linear(hidden, [mlp[1] for mlp in layers]))
+        hidden = torch.tanh(grouped_linear(hidden, [mlp[3] for mlp in layers]))
         masks = []
-        for index, (width, mlp) in enumerate(zip(self.band_widths, self.bands, strict=True)):
-            out = mlp(features[:, index])
-            # (batch, channels, GLU half, real/imag, bins, frames)
-            out = out.view(batch, self.out_channels, 2, 2, width, nb_frames)
+        for first, count, width in band_runs(self.band_widths):
+            out = grouped_linear(
+                hidden[:, first : first + count], [mlp[5] for mlp in layers[first : first + count]]
+            )
+            # (batch, bands, channels, GLU half, real/imag, bins, frames)
+            out = out.view(batch, count, self.out_channels, 2, 2, width, nb_frames)
             # float32 before torch.complex, which has no bfloat16/half form (mixed precision).
-            gated = (out[:, :, 0] * torch.sigmoid(out[:, :, 1])).float()
+            gated = (out[:, :, :, 0] * torch.sigmoid(out[:, :, :, 1])).float()
+            # (batch, channels, real/imag, bands · bins, frames): bins in band order
+            gated = gated.permute(0, 2, 3, 1, 4, 5).reshape(
+                batch, self.out_channels, 2, count * width, nb_frames
+            )
             masks.append(torch.complex(gated[:, :, 0], gated[:, :, 1]))
         return torch.cat(masks, dim=-2)
