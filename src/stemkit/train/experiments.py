@@ -496,11 +496,19 @@ def grid_table(
             else:
                 cells.append(cell if theirs is None else f"{cell} ({theirs})")
         lines.append("| " + " | ".join(cells) + " |")
+    if any(c.key.startswith(("usdr_", "csdr_")) for c in columns):
+        scored = (
+            "uSDR (MDX: one SNR per track, mean over tracks) and cSDR (BSS Eval v4, median over "
+            f"1 s frames then tracks) on the '{grid.subset}' split, in dB."
+        )
+    else:
+        scored = (
+            "GNSDR, GSIR, GSAR: the MIR-1K protocol (BSS Eval v3, length-weighted over the test "
+            "singers' clips), in dB."
+        )
     note = (
-        f"\nuSDR (MDX: one SNR per track, mean over tracks) and cSDR (BSS Eval v4, median over "
-        f"1 s frames then tracks) on the '{grid.subset}' split, in dB. Energy GA: Green "
-        "Algorithms estimate from each run's cost ledger; CodeCarbon '–' where it could not "
-        "measure.\n"
+        f"\n{scored} Energy GA: Green Algorithms estimate from each run's cost ledger; "
+        "CodeCarbon '–' where it could not measure.\n"
     )
     if published:
         where = "Published" if paper else "In parentheses: the published number"
