@@ -26,7 +26,13 @@ restructured so that it costs a small fraction of theirs and runs batched in tor
   ``filters_len − 1``, as museval pads it) with the filters' frequency responses, and every
   energy of the decomposition comes from per-frame Gram matrices of those spectra (Parseval):
   no inverse FFT, no loop over frames (chunks of frames and frequency slices only bound
-  memory).
+  memory);
+* when frames tile the signal (hop = window, museval's default, one estimate per reference)
+  there is a single pass instead: short overlap-save FFTs give each frame's *local*
+  correlations at lags below ``filters_len``; summed (with the terms straddling frame
+  boundaries) they are the whole-signal correlations the filters need, and every energy of a
+  frame is a quadratic or bilinear form of the filters in them. Nothing the size of the
+  signal's spectra is stored, and the spectra are taken once (:func:`_decompose_tiled`).
 
 Shapes: signals are ``(nb_sources, nb_channels, nb_samples)`` (museval uses
 ``(nb_sources, nb_samples, nb_channels)``); results are ``(nb_sources, nb_frames)``.
