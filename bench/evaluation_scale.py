@@ -9,7 +9,8 @@ sum of the stems; about 10.6 GB, so nothing is kept in memory), then times
   to end: reading the stems, separating with an oracle (``irm1``: ratio masks from the true
   stems, whole tracks), BSS Eval v4 (SDR, ISR, SIR, SAR) of every source, the mixture
   baseline and the aggregation; the evaluation's own meters give the scoring share;
-* for the first ``--museval-tracks`` tracks, the same estimates scored by
+* for the first ``--museval-tracks`` tracks (``--part museval``: in a second process, beside
+  ``--part stemkit``, then ``--merge``), the same estimates scored by
   ``museval.evaluate`` and by ``stemkit.metrics.bss_eval_v4`` side by side (and their
   agreement); museval's time for the whole set is extrapolated from them, and labelled so.
 
@@ -44,6 +45,7 @@ from stemkit.audio import read_audio, write_audio
 from stemkit.metrics import bss_eval_v4
 
 SOURCES = ("vocals", "drums", "bass", "other")
+PARTS = ("stemkit", "museval")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -140,15 +142,31 @@ def run_museval(root: Path, nb_tracks: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _write(result: dict[str, Any]) -> None:
+def _write(result: dict[str, Any], part: str = "all") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if part != "all":  # one of two processes run side by side; --merge joins them
+        (RESULTS / f"evaluation_scale.{part}.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     (RESULTS / "evaluation_scale.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "evaluation_scale.md").write_text(_markdown(result))
+
+
+def merge() -> dict[str, Any]:
+    """Join the two parts' results (run as two processes) into the report."""
+    parts = [json.loads((RESULTS / f"evaluation_scale.{p}.json").read_text()) for p in PARTS]
+    result = {**parts[1], **parts[0]}  # the stemkit part's header, the museval part's rows
+    result["load_average_end"] = parts[1].get("load_average_end")
+    result["parts_run_side_by_side"] = True
+    _write(result)
+    for part in PARTS:
+        (RESULTS / f"evaluation_scale.{part}.json").unlink()
+    return result
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     keep = args.root is not None
     root = Path(args.root) if keep else Path(tempfile.mkdtemp(prefix="stemkit-evalscale-"))
+    part = args.part
     result: dict[str, Any] = {
         "benchmark": "MUSDB18-size evaluation, full BSS Eval v4, end to end",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -171,11 +189,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         result["generation_s"] = generate(root, args.tracks, args.minutes)
         if args.generate_only:
             return result
-        _write(result)
-        result["stemkit"] = run_evaluation(root, root / "scores")
-        result["load_average_after_stemkit"] = list(os.getloadavg())
-        _write(result)
-        if args.museval_tracks:
+        _write(result, part)
+        if part in ("all", "stemkit"):
+            result["stemkit"] = run_evaluation(root, root / "scores")
+            result["load_average_after_stemkit"] = list(os.getloadavg())
+            _write(result, part)
+        if args.museval_tracks and part in ("all", "museval"):
             rows = run_museval(root, args.museval_tracks)
             result["museval_subset"] = rows
             museval_per_track = sum(r["museval_wall_s"] for r in rows) / len(rows)
@@ -186,7 +205,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s_per_track": sum(r["museval_cpu_s"] for r in rows) / len(rows),
             }
             result["load_average_end"] = list(os.getloadavg())
-            _write(result)
+            _write(result, part)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -286,12 +305,22 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--museval-tracks", type=int, default=2)
     parser.add_argument("--root", default=None, help="keep the generated set here (reused)")
     parser.add_argument("--generate-only", action="store_true", help="write the set (--root)")
+    parser.add_argument(
+        "--part",
+        choices=("all", *PARTS),
+        default="all",
+        help="run one part only (two processes side by side on a kept --root), then --merge",
+    )
+    parser.add_argument("--merge", action="store_true", help="join the two parts' results")
     parser.add_argument("--note", default="", help="conditions to record (e.g. other load)")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = _parse()
-    main(arguments)
-    if not arguments.generate_only:
+    if arguments.merge:
+        merge()
+    else:
+        main(arguments)
+    if not arguments.generate_only and arguments.part == "all":
         print((RESULTS / "evaluation_scale.md").read_text())

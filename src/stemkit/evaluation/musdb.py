@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
@@ -377,7 +378,13 @@ def _resample_stems(stems: torch.Tensor, orig_rate: int, new_rate: int) -> torch
 
 
 def _check_finite(where: str, estimates: np.ndarray, sources: Sequence[str]) -> None:
-    bad = [s for s, e in zip(sources, estimates, strict=True) if not np.isfinite(e).all()]
+    # a NaN or ±inf sample makes the float64 sum non-finite (no overflow from finite float32
+    # samples), without a signal-sized boolean array
+    bad = [
+        s
+        for s, e in zip(sources, estimates, strict=True)
+        if not math.isfinite(float(e.sum(dtype=np.float64)))
+    ]
     if bad:
         raise EvaluationError(
             f"{where}: the estimates of {', '.join(bad)} hold NaN or infinite samples, so "

@@ -651,10 +651,10 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
     # reused buffers: fresh memory costs a page fault per 4 KiB, as much as the work on it
     u_in = refs.new_zeros((step, nb_sub, nb_signals, n_fft))
     v_in = refs.new_zeros((step, nb_sub, nb_refs, n_fft))
-    u_spec = torch.empty((step, nb_sub, nb_signals, nb_bins), dtype=torch.complex128)
-    v_spec = torch.empty((step, nb_sub, nb_refs, nb_bins), dtype=torch.complex128)
-    cross = torch.empty((step, nb_bins, nb_signals, nb_refs), dtype=torch.complex128)
-    bins_last = torch.empty((step, nb_signals, nb_refs, nb_bins), dtype=torch.complex128)
+    u_spec = refs.new_empty((step, nb_sub, nb_signals, nb_bins), dtype=torch.complex128)
+    v_spec = refs.new_empty((step, nb_sub, nb_refs, nb_bins), dtype=torch.complex128)
+    cross = refs.new_empty((step, nb_bins, nb_signals, nb_refs), dtype=torch.complex128)
+    bins_last = refs.new_empty((step, nb_signals, nb_refs, nb_bins), dtype=torch.complex128)
     lagged = refs.new_empty((step, nb_signals, nb_refs, n_fft))
     out = refs.new_empty((nb_blocks, nb_signals, nb_refs, nb_lags))
     # sub-blocks whose extension stays inside the block come straight from strided views
