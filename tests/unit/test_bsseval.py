@@ -126,11 +126,46 @@ def test_one_pass_and_two_pass_paths_agree(
     energies' differences of terms lose at most 10^(dB/10)·1e-16 relatively, ~1e-12 dB at
     these 10–30 dB)."""
     refs, ests = _pair(nb_sources=nb_sources, nb_channels=nb_channels, seconds=seconds, seed=21)
+    calls = []
+    original = bsseval_module._tiled_energies
+    monkeypatch.setattr(
+        bsseval_module,
+        "_tiled_energies",
+        lambda *args: calls.append(original(*args)) or calls[-1],
+    )
     one_pass = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE))
+    assert len(calls) == 1 and calls[0] is not None  # within its error bound: no fallback
     monkeypatch.setattr(bsseval_module, "_TILED", False)
     two_pass = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE))
     assert np.isfinite(one_pass).all()
     np.testing.assert_allclose(one_pass, two_pass, atol=1e-8)
+
+
+def test_ill_conditioned_references_fall_back_to_the_two_pass_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pure tones over a −60 dB floor make the Gram matrix ill-conditioned and the filters
+    large; the one-pass path's forms would then lose more than their error bound allows
+    (they square the filters' conditioning), so the frames are decomposed by filtering their
+    spectra instead: exactly the two-pass path's numbers."""
+    rng = np.random.default_rng(23)
+    t = np.arange(3 * RATE) / RATE
+    tones = np.stack([np.sin(2 * np.pi * f * t) for f in (110.0, 440.0, 1250.0)])
+    refs = (tones[:, None, :] * rng.uniform(0.5, 1.0, (3, 2, 1))) + 1e-3 * rng.standard_normal(
+        (3, 2, t.size)
+    )
+    ests = 0.9 * refs + 0.05 * refs[::-1] + 1e-3 * rng.standard_normal(refs.shape)
+    calls = []
+    original = bsseval_module._tiled_energies
+    monkeypatch.setattr(
+        bsseval_module,
+        "_tiled_energies",
+        lambda *args: calls.append(original(*args)) or calls[-1],
+    )
+    got = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE))
+    assert calls == [None]  # the bound was not met: the two-pass path took over
+    monkeypatch.setattr(bsseval_module, "_TILED", False)
+    np.testing.assert_array_equal(got, _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE)))
 
 
 def test_torch_inputs_and_float32_give_the_numpy_result() -> None:
@@ -142,6 +177,24 @@ def test_torch_inputs_and_float32_give_the_numpy_result() -> None:
     np.testing.assert_array_equal(_stacked(got), expected)
     single = bss_eval_v4(refs.astype(np.float32), ests.astype(np.float32), window=RATE, hop=RATE)
     np.testing.assert_allclose(_stacked(single), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("tiled", "hop"), [(True, RATE), (False, RATE), (True, RATE // 2)])
+def test_float32_inputs_score_exactly_as_their_float64_copy(
+    monkeypatch: pytest.MonkeyPatch, tiled: bool, hop: int
+) -> None:
+    """float32 samples stay float32 (no signal-sized float64 copy) and are upcast a piece at a
+    time: bit for bit the scores of the same samples converted to float64 first, on both
+    paths (and overlapping frames)."""
+    refs, ests = _pair(nb_sources=2, nb_channels=2, seconds=2.5, seed=22)
+    r32, e32 = refs.astype(np.float32), ests.astype(np.float32)
+    monkeypatch.setattr(bsseval_module, "_TILED", tiled)
+    got = _stacked(bss_eval_v4(r32, e32, window=RATE, hop=hop))
+    upcast = bss_eval_v4(r32.astype(np.float64), e32.astype(np.float64), window=RATE, hop=hop)
+    np.testing.assert_array_equal(got, _stacked(upcast))
+    sources = bss_eval_sources(r32[:, 0], e32[:, 0])
+    sources64 = bss_eval_sources(r32[:, 0].astype(np.float64), e32[:, 0].astype(np.float64))
+    np.testing.assert_array_equal(sources.sdr, sources64.sdr)
 
 
 @pytest.mark.parametrize(

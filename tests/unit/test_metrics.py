@@ -41,6 +41,10 @@ def test_a_broadcast_mixture_scores_like_a_copied_one() -> None:
     assert np.array_equal(usdr(ref, view), usdr(ref, copied))
     assert np.array_equal(framewise_sdr(ref, view), framewise_sdr(ref, copied), equal_nan=True)
     assert usdr(ref[2:3], view[2:3])[0] == usdr(ref, view)[2]
+    # float32 references are upcast a piece at a time: the scores of their float64 copy
+    ref64 = ref.astype(np.float64)
+    assert np.array_equal(usdr(ref, view), usdr(ref64, view))
+    assert np.array_equal(framewise_sdr(ref, view), framewise_sdr(ref64, view), equal_nan=True)
 
 
 def test_usdr_epsilon_makes_silent_reference_and_perfect_estimate_finite() -> None:

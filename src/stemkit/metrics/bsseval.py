@@ -44,6 +44,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +80,15 @@ _SUB_FFT = 4096
 #: Frames that tile the signal take the one-pass path (:func:`_decompose_tiled`); the two-pass
 #: path is kept for overlapping frames and permutations (and to check one against the other).
 _TILED = True
+
+#: Bound of the rounding error of the one-pass path's forms, relative to the sum of the
+#: magnitudes of their terms (FFT correlations, about 1e-15, and sums of up to ~3e5 products
+#: in float64, at most 3e5 · 1.1e-16 in the worst case).
+_FORM_ROUNDING = 1e-11
+
+#: Largest relative error of an energy accepted from the one-pass path (4e-4 dB); beyond it,
+#: the frames are decomposed by filtering their spectra (the two-pass path).
+_FORM_RELATIVE_ERROR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -369,8 +379,9 @@ def _check_lengths(window: int, hop: int, filters_len: int) -> None:
 def _to_tensor(x: ArrayLike, name: str, device: torch.device, allow_2d: bool) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         tensor = x.detach()
-    else:  # float64 right away: one conversion, and any strides numpy allows
-        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    else:  # one conversion at most, and any strides numpy allows
+        array = np.asarray(x)
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=_sample_dtype(array.dtype)))
     if allow_2d and tensor.ndim == 2:
         tensor = tensor[:, None, :]
     if tensor.ndim != 3:
@@ -379,7 +390,16 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device, allow_2d: bool) ->
         raise ValueError(f"{name} must be shaped {expected}, got {tuple(tensor.shape)}")
     if tensor.shape[-1] == 0 or tensor.shape[0] == 0:
         raise ValueError(f"{name} is empty {tuple(tensor.shape)}; there is nothing to score")
-    return tensor.to(device=device, dtype=torch.float64)
+    return tensor.to(device=device, dtype=_sample_dtype(tensor.dtype))
+
+
+def _sample_dtype(dtype: np.dtype | torch.dtype) -> Any:
+    """float32 samples stay float32 (a 4-minute 4-source stereo track is 680 MB in float64,
+    and every consumer upcasts a cache-sized piece at a time, exactly); anything else is
+    converted to float64. Returns the numpy or torch dtype, like ``dtype``."""
+    if isinstance(dtype, torch.dtype):
+        return torch.float32 if dtype == torch.float32 else torch.float64
+    return np.float32 if dtype == np.float32 else np.float64
 
 
 def _sounding(signal: torch.Tensor, name: str) -> torch.Tensor:
@@ -395,7 +415,7 @@ def _sounding(signal: torch.Tensor, name: str) -> torch.Tensor:
     step = max(1, _TIME_CHUNK_BYTES // (8 * signal.shape[0] * signal.shape[1]))
     sums = []
     for first in range(0, nb_samples, step):
-        mono = signal[:, :, first : first + step].sum(dim=1)
+        mono = signal[:, :, first : first + step].to(torch.float64).sum(dim=1)
         sums.append(mono.sum())
         torch.ne(mono, 0, out=out[:, first : first + step])
     # a NaN or ±inf sample makes the sum non-finite (audio never overflows a float64 sum)
@@ -412,7 +432,8 @@ def _prepare(
     padding: bool,
     allow_2d: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Checked float64 ``(nb_sources, nb_channels, nb_samples)`` references and estimates.
+    """Checked ``(nb_sources, nb_channels, nb_samples)`` references and estimates: float32
+    kept as such (see :func:`_sample_dtype`), anything else as float64.
 
     Returns:
         The references, the estimates (padded or truncated to the references' length) and,
@@ -498,6 +519,7 @@ def _decompose(
     hop: int,
     *,
     pairs: bool,
+    tiled: bool = True,
 ) -> _Energies:
     """Estimate the filters on the whole signals, then decompose every frame.
 
@@ -510,18 +532,21 @@ def _decompose(
     (hop = window) the blocks *are* the frames, and their spectra are computed once.
 
     Args:
-        ref: ``(nb_sources, nb_channels, nb_samples)`` float64.
+        ref: ``(nb_sources, nb_channels, nb_samples)`` float32 or float64.
         est: same shape.
         filters_len: filter taps.
         window: frame length, at most ``nb_samples``.
         hop: frame hop.
         pairs: project every estimate on every reference (for permutations).
+        tiled: allow the one-pass path (:func:`_decompose_tiled`) where frames tile the
+            signal; it comes back here with False when the forms are too ill-conditioned.
     """
     nb_sources, nb_channels, nb_samples = ref.shape
     nb_refs = nb_sources * nb_channels
     shared = hop == window and window >= filters_len
-    if shared and not pairs and _TILED:
+    if shared and not pairs and tiled and _TILED:
         return _decompose_tiled(ref, est, filters_len, window)
+    ref, est = ref.to(torch.float64), est.to(torch.float64)
     if shared:
         block = window
     else:
@@ -598,7 +623,8 @@ def _decompose_tiled(
     signal are computed once and never stored, and there is no second pass over them.
 
     Args:
-        ref: ``(nb_sources, nb_channels, nb_samples)`` float64.
+        ref: ``(nb_sources, nb_channels, nb_samples)`` float32 or float64 (float32 is
+            upcast a piece at a time, as it is copied into the FFT buffers).
         est: same shape.
         filters_len: filter taps, at most ``window``.
         window: frame length and hop, at most ``nb_samples``.
@@ -612,7 +638,10 @@ def _decompose_tiled(
     filters = _distortion_filters(corr, nb_sources, nb_channels, filters_len, pairs=False)
     signal, error, est_power = _time_energies(ref, est, window, window, channels=True)
     assert est_power is not None
-    return _tiled_energies(local[:nb_frames], filters, signal, error, est_power)
+    energies = _tiled_energies(local[:nb_frames], filters, signal, error, est_power)
+    if energies is None:  # too ill-conditioned for the forms: filter the spectra instead
+        return _decompose(ref, est, filters_len, window, window, pairs=False, tiled=False)
+    return energies
 
 
 def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -> torch.Tensor:
@@ -649,14 +678,14 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
     nb_bins = n_fft // 2 + 1
     step = max(1, _FFT_BYTES // (nb_sub * (nb_signals + nb_refs) * n_fft * 8))
     # reused buffers: fresh memory costs a page fault per 4 KiB, as much as the work on it
-    u_in = refs.new_zeros((step, nb_sub, nb_signals, n_fft))
-    v_in = refs.new_zeros((step, nb_sub, nb_refs, n_fft))
+    u_in = refs.new_zeros((step, nb_sub, nb_signals, n_fft), dtype=torch.float64)
+    v_in = refs.new_zeros((step, nb_sub, nb_refs, n_fft), dtype=torch.float64)
     u_spec = refs.new_empty((step, nb_sub, nb_signals, nb_bins), dtype=torch.complex128)
     v_spec = refs.new_empty((step, nb_sub, nb_refs, nb_bins), dtype=torch.complex128)
     cross = refs.new_empty((step, nb_bins, nb_signals, nb_refs), dtype=torch.complex128)
     bins_last = refs.new_empty((step, nb_signals, nb_refs, nb_bins), dtype=torch.complex128)
-    lagged = refs.new_empty((step, nb_signals, nb_refs, n_fft))
-    out = refs.new_empty((nb_blocks, nb_signals, nb_refs, nb_lags))
+    lagged = refs.new_empty((step, nb_signals, nb_refs, n_fft), dtype=torch.float64)
+    out = refs.new_empty((nb_blocks, nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     # sub-blocks whose extension stays inside the block come straight from strided views
     nb_inner = min(nb_sub, (window - sub - span) // sub + 1)
     for first in range(0, nb_blocks, step):
@@ -721,8 +750,18 @@ def _tiled_energies(
     signal: torch.Tensor,
     error: torch.Tensor,
     est_power: torch.Tensor,
-) -> _Energies:
-    """The energies of :func:`_decompose_tiled`, from the frames' local correlations.
+) -> _Energies | None:
+    """The energies of :func:`_decompose_tiled`, from the frames' local correlations, or None
+    where rounding could move one of them by more than ``_FORM_RELATIVE_ERROR``.
+
+    The forms square the filters' conditioning: with an ill-conditioned Gram matrix
+    (band-limited or nearly silent references) the filters are large, and a form can be many
+    orders of magnitude below its terms, where filtering the spectra (the two-pass path) loses
+    only as much as the filters' norm. So every energy is checked against the bound of its
+    rounding error: ``|ρ_qp(d)| ≤ √(E_q E_p)`` (Cauchy–Schwarz, ``E`` the frames' energies,
+    the correlations at lag 0) and ``|ρ_ŝp(a)| ≤ √(‖ŝ‖² E_p)`` bound the terms of each form by
+    ``S`` (below), and the FFTs and the sums err by at most ``_FORM_ROUNDING · S``; an energy
+    below ``_FORM_ROUNDING · S / _FORM_RELATIVE_ERROR`` returns None.
 
     Args:
         local: ``(nb_frames, 2 · nb_refs, nb_refs, nb_lags)`` from :func:`_frame_correlations`.
@@ -755,15 +794,37 @@ def _tiled_energies(
     linear = linear.reshape(2, nb_sources, nb_channels, nb_frames)
     total, own, interference, spatial = quadratic.sum(dim=2)
     total_est, own_est = (est_power - 2.0 * linear).sum(dim=2)
+    artifacts, residual = total_est + total, own_est + own
+
+    # the bounds S of the terms of each form, in the same layout
+    root = torch.diagonal(local[:, :nb_refs, :, 0], dim1=1, dim2=2).clamp(min=0.0).sqrt()
+    terms_q = torch.einsum("fp,kepq,fq->kef", root, kappa.abs().sum(dim=-1), root)
+    terms_q = terms_q.reshape(4, nb_sources, nb_channels, nb_frames)
+    est_root = est_power.reshape(nb_refs, nb_frames).sqrt()
+    terms_l = est_root * torch.einsum("fp,kep->kef", root, kinds[:2].abs().sum(dim=-1))
+    terms_l = terms_l.reshape(2, nb_sources, nb_channels, nb_frames)
+    bound_total, bound_own, bound_interference, bound_spatial = terms_q.sum(dim=2)
+    bound_total_est, bound_own_est = (est_power + 2.0 * terms_l).sum(dim=2)
+    checks = [
+        (total, bound_total),
+        (own, bound_own),
+        (interference, bound_interference),
+        (spatial, bound_spatial),
+        (artifacts, bound_total_est + bound_total),
+        (residual, bound_own_est + bound_own),
+    ]
+    margin = _FORM_ROUNDING / _FORM_RELATIVE_ERROR
+    if not all(bool((energy >= margin * bound).all()) for energy, bound in checks):
+        return None
     return _Energies(
         ref=signal,
         error=error,
         own=own[:, None],
         spatial=spatial.clamp(min=0.0)[:, None],
         interference=interference.clamp(min=0.0)[:, None],
-        residual=(own_est + own).clamp(min=0.0)[:, None],
+        residual=residual.clamp(min=0.0)[:, None],
         total=total,
-        artifacts=(total_est + total).clamp(min=0.0),
+        artifacts=artifacts.clamp(min=0.0),
     )
 
 
@@ -789,8 +850,9 @@ def _time_energies(
     step = max(1, _TIME_CHUNK_BYTES // (8 * ref.shape[0] * ref.shape[1] * window))
     signal, error, power = [], [], []
     for first in range(0, ref_frames.shape[2], step):
-        x = ref_frames[:, :, first : first + step]
-        e = est_frames[:, :, first : first + step]
+        # float64 before the difference (float32 inputs are upcast here, a chunk at a time)
+        x = ref_frames[:, :, first : first + step].to(torch.float64)
+        e = est_frames[:, :, first : first + step].to(torch.float64)
         # a norm is one pass over the samples, without the temporary of a square-then-sum
         signal.append(torch.linalg.vector_norm(x, dim=(1, 3)).square())
         error.append(torch.linalg.vector_norm(e - x, dim=(1, 3)).square())
@@ -982,7 +1044,7 @@ def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: in
     nb_refs, nb_samples = refs.shape
     nb_signals = sum(signals.shape[0] for signals in groups)
     nb_blocks = -(-nb_samples // block)
-    out = refs.new_zeros((nb_signals, nb_refs, nb_lags))
+    out = refs.new_zeros((nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     span = nb_lags - 1
     if nb_blocks < 2 or span == 0:
         return out
@@ -993,8 +1055,8 @@ def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: in
     heads = starts[:, None] + torch.arange(span, device=refs.device)
     inside = heads < nb_samples
     after = torch.cat([signals[:, heads.clamp(max=nb_samples - 1)] * inside for signals in groups])
-    after = F.pad(after, (span, 0))
-    before = F.pad(refs[:, heads - span], (0, span))
+    after = F.pad(after.to(torch.float64), (span, 0))
+    before = F.pad(refs[:, heads - span].to(torch.float64), (0, span))
     acc = refs.new_zeros((n_fft // 2 + 1, nb_signals, nb_refs), dtype=torch.complex128)
     for _, bins, z in _spectral_slices(torch.cat([after, before]), n_fft):
         acc[bins] += torch.bmm(z[:, :nb_signals], z[:, nb_signals:].transpose(1, 2).conj())
