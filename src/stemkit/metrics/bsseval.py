@@ -32,7 +32,9 @@ restructured so that it costs a small fraction of theirs and runs batched in tor
   correlations at lags below ``filters_len``; summed (with the terms straddling frame
   boundaries) they are the whole-signal correlations the filters need, and every energy of a
   frame is a quadratic or bilinear form of the filters in them. Nothing the size of the
-  signal's spectra is stored, and the spectra are taken once (:func:`_decompose_tiled`).
+  signal's spectra is stored, and the spectra are taken once (:func:`_decompose_tiled`);
+  where the forms' rounding bound is too loose (ill-conditioned references), the two passes
+  above take over. float32 samples are upcast a piece at a time, never copied whole.
 
 Shapes: signals are ``(nb_sources, nb_channels, nb_samples)`` (museval uses
 ``(nb_sources, nb_samples, nb_channels)``); results are ``(nb_sources, nb_frames)``.
@@ -621,6 +623,10 @@ def _decompose_tiled(
     come from short FFTs (:func:`_frame_correlations`) and, summed with the terms straddling
     frame boundaries, are the whole-signal correlations the filters need: the spectra of the
     signal are computed once and never stored, and there is no second pass over them.
+
+    The forms square the filters' conditioning; where their rounding bound exceeds
+    ``_FORM_RELATIVE_ERROR`` of an energy (ill-conditioned references, e.g. pure tones), the
+    two-pass path decomposes the frames instead (:func:`_tiled_energies`).
 
     Args:
         ref: ``(nb_sources, nb_channels, nb_samples)`` float32 or float64 (float32 is
