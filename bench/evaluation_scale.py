@@ -287,6 +287,9 @@ def _markdown(result: dict[str, Any]) -> str:
             if ours.get("scoring_s")
             else "",
         ]
+    notes = RESULTS / "evaluation_scale-notes.md"
+    if notes.is_file():  # the hand-written reading of the numbers, kept across runs
+        lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
