@@ -30,6 +30,23 @@ def test_usdr_matches_the_mdx_formula_written_out() -> None:
     assert MDX_EPS == 1e-7
 
 
+def test_a_broadcast_mixture_scores_like_a_copied_one() -> None:
+    """The mixture as the estimate of every source, passed as a broadcast view (no copy of
+    the signal per source), gives exactly the scores of the materialised array; a source's
+    uSDR does not depend on the other sources scored with it."""
+    ref, _ = _pair(4, (4, 2, 70001))  # three chunks of usdr's sums, the last partial
+    mix = ref.astype(np.float64).sum(axis=0)
+    view = np.broadcast_to(mix[None], ref.shape)
+    copied = np.ascontiguousarray(view)
+    assert np.array_equal(usdr(ref, view), usdr(ref, copied))
+    assert np.array_equal(framewise_sdr(ref, view), framewise_sdr(ref, copied), equal_nan=True)
+    assert usdr(ref[2:3], view[2:3])[0] == usdr(ref, view)[2]
+    # float32 references are upcast a piece at a time: the scores of their float64 copy
+    ref64 = ref.astype(np.float64)
+    assert np.array_equal(usdr(ref, view), usdr(ref64, view))
+    assert np.array_equal(framewise_sdr(ref, view), framewise_sdr(ref64, view), equal_nan=True)
+
+
 def test_usdr_epsilon_makes_silent_reference_and_perfect_estimate_finite() -> None:
     silent = np.zeros((1, 2, 1000))
     assert usdr(silent, silent)[0] == pytest.approx(0.0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
@@ -111,10 +112,11 @@ def score_track(
             shape than one reference.
     """
     _check_mode(metrics)
-    ref = np.asarray(references, dtype=np.float64)
-    est = np.asarray(estimates, dtype=np.float64)
+    # float32 stays float32: the metrics upcast a piece at a time (no 680 MB float64 copies of
+    # a 4-minute track)
+    ref, est = _samples(references), _samples(estimates)
     _check_finite(f"track '{name}'", est, sources)
-    mix = ref.sum(axis=0) if mixture is None else np.asarray(mixture, dtype=np.float64)
+    mix = ref.sum(axis=0, dtype=np.float64) if mixture is None else _samples(mixture)
     if mix.shape != ref.shape[1:]:
         raise EvaluationError(
             f"track '{name}': the mixture is {mix.shape} but each reference is {ref.shape[1:]} "
@@ -422,8 +424,20 @@ def _resample_stems(stems: torch.Tensor, orig_rate: int, new_rate: int) -> torch
     return flat.reshape(nb_sources, nb_channels, -1)
 
 
+def _samples(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Audio as numpy, float32 kept, anything else as float64."""
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.asarray(array, dtype=np.float32 if array.dtype == np.float32 else np.float64)
+
+
 def _check_finite(where: str, estimates: np.ndarray, sources: Sequence[str]) -> None:
-    bad = [s for s, e in zip(sources, estimates, strict=True) if not np.isfinite(e).all()]
+    # a NaN or ±inf sample makes the float64 sum non-finite (no overflow from finite float32
+    # samples), without a signal-sized boolean array
+    bad = [
+        s
+        for s, e in zip(sources, estimates, strict=True)
+        if not math.isfinite(float(e.sum(dtype=np.float64)))
+    ]
     if bad:
         raise EvaluationError(
             f"{where}: the estimates of {', '.join(bad)} hold NaN or infinite samples, so "
