@@ -60,11 +60,21 @@ class FrameBlockPath:
 
         Returns:
             Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the magnitude time
-            first, ``(nb_block_frames, batch, audio_channels, nb_bins)``.
+            first, ``(nb_block_frames, batch, audio_channels, nb_bins)`` (a view of
+            :meth:`_block_magnitude`'s).
+        """
+        spec, mag = self._block_magnitude(mixture, start, stop)
+        return spec, mag.permute(3, 0, 1, 2)
+
+    def _block_magnitude(self, mixture: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Mixture STFT of frames ``[start, stop)`` and its magnitude in the same layout.
+
+        Returns:
+            Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the real
+            ``(batch, audio_channels, nb_bins, nb_block_frames)``.
         """
         spec = self.stft.frames(mixture, start, stop)
-        mag = magnitude(spec, mono=self.audio_channels == 1)
-        return spec, mag.permute(3, 0, 1, 2)
+        return spec, magnitude(spec, mono=self.audio_channels == 1)
 
     def encode_frames(self, mixture: Tensor) -> list[Tensor]:
         """Stage 1: every core's encoder output for the whole song.
@@ -84,48 +94,65 @@ class FrameBlockPath:
         encoded: list[Tensor] = []
         for start in range(0, nb_frames, self.frame_block):
             stop = min(start + self.frame_block, nb_frames)
-            _, mix = self._block_spectrogram(mixture, start, stop)
+            _, mag = self._block_magnitude(mixture, start, stop)
             for index, core in enumerate(cores):
-                features = core.encode(mix)
+                features = core.encode_block(mag)
                 if index == len(encoded):
                     encoded.append(features.new_empty(nb_frames, *features.shape[1:]))
                 encoded[index][start:stop] = features
         return encoded
 
     def run_sequence(self, encoded: list[Tensor]) -> list[Tensor]:
-        """Stage 2: each core's LSTM over the whole song; consumes ``encoded`` (emptied).
+        """Stage 2: each core's LSTM over the whole song, then the part of its decoder that
+        needs only the skip features (``decode_hidden``); consumes ``encoded`` (emptied).
 
         Args:
             encoded: the output of :meth:`encode_frames`; each entry is freed once used.
 
         Returns:
-            One ``(nb_frames, batch, hidden_size)`` LSTM output per target.
+            One ``(nb_frames, batch, width)`` tensor per target, the input of the core's
+            ``decode_block`` (Open-Unmix: the decoder's hidden layer, ``hidden_size`` wide).
         """
         context = []
         for index, core in enumerate(self._cores()):
-            context.append(core.lstm(encoded[index])[0])
-            # the encoder output is recomputed per block when decoding: free it now
-            encoded[index] = encoded[index].new_empty(0)
+            features = encoded[index]
+            encoded[index] = features.new_empty(0)
+            lstm_out = core.lstm(features)[0]
+            hidden: Tensor | None = None
+            for start in range(0, features.shape[0], self.frame_block):
+                stop = start + self.frame_block
+                piece = core.decode_hidden(
+                    torch.cat([features[start:stop], lstm_out[start:stop]], dim=-1)
+                )
+                if hidden is None:
+                    # the encoder output of a frame is not needed once its piece is computed:
+                    # write over it where the widths agree (Open-Unmix's do)
+                    same = piece.shape[1:] == features.shape[1:] and piece.dtype == features.dtype
+                    shape = (features.shape[0], *piece.shape[1:])
+                    hidden = features if same else piece.new_empty(shape)
+                hidden[start:stop] = piece
+            del features, lstm_out
+            assert hidden is not None
+            context.append(hidden)
         encoded.clear()
         return context
 
-    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+    def decode_frames(self, mag: Tensor, context: list[Tensor], start: int) -> Tensor:
         """Target magnitudes of one block of frames from its mixture magnitude and the context.
 
         Args:
-            mix: ``(nb_block_frames, batch, audio_channels, nb_bins)``, mixture magnitude.
+            mag: ``(batch, audio_channels, nb_bins, nb_block_frames)``, mixture magnitude.
             context: the output of :meth:`run_sequence`.
             start: the block's first frame.
 
         Returns:
             ``(batch, nb_targets, audio_channels, nb_bins, nb_block_frames)``.
         """
-        stop = start + mix.shape[0]
+        stop = start + mag.shape[-1]
         cores = self._cores()
-        estimates = mix.new_empty(mix.shape[1], len(cores), *mix.shape[2:], mix.shape[0])
+        estimates = mag.new_empty(mag.shape[0], len(cores), *mag.shape[1:])
         for index, core in enumerate(cores):
-            skip = torch.cat([core.encode(mix), context[index][start:stop]], dim=-1)
-            estimates[:, index] = core.decode(skip, mix).permute(1, 2, 3, 0)
+            core.decode_block(context[index][start:stop], mag, out=estimates[:, index])
         return estimates
 
     def decode_and_invert(self, mixture: Tensor, context: list[Tensor]) -> Tensor:
@@ -153,9 +180,9 @@ class FrameBlockPath:
         out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
         inverse = OverlapAdd(self.istft, out, nb_frames)
         for first in range(0, nb_frames, group):
-            spec, mix = self._block_spectrogram(mixture, first, min(first + group, nb_frames))
-            estimates = self.decode_frames(mix, context, first)
-            del mix
+            spec, mag = self._block_magnitude(mixture, first, min(first + group, nb_frames))
+            estimates = self.decode_frames(mag, context, first)
+            del mag
             for start in range(0, spec.shape[-1], block):
                 stems_stft = self._filter_block(
                     estimates[..., start : start + block], spec[..., start : start + block]
