@@ -15,8 +15,11 @@ with the order of allocations; a fixed threshold shows what the program holds:
 
 Models: ``identity`` (4 stems, 44.1 kHz, 15 s segments: the I/O alone), ``umx-h16``
 (Open-Unmix at the paper's STFT, 4 targets, hidden size 16, random weights, Wiener EM
-``niter=1``: a whole-song model, cut into 60 s segments past 10 minutes) and ``convtasnet``
-(random weights, its default segment).
+``niter=1``: a whole-song model, cut into 60 s segments past 10 minutes), ``umxhq`` (the same
+at paper size: hidden 512, 16 kHz bandwidth), ``convtasnet`` (random weights, its default
+segment) and ``demucs-c100`` (Demucs v1 at paper size, C1=100, 648.5 M parameters: the
+largest working memory of bench/results/separation.md; its default segment). Every model
+runs with the settings ``stemkit separate`` gives it by default.
 
 Merges each run into ``bench/results/memory.json`` as soon as it is measured (a run with the
 same model, path, allocator and length replaces the stored one) and rewrites
@@ -47,7 +50,7 @@ import soundfile as sf
 
 RATE = 44100
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ("identity", "umx-h16", "convtasnet")
+MODELS = ("identity", "umx-h16", "umxhq", "convtasnet", "demucs-c100")
 PATHS = ("streamed", "whole")
 ALLOCATORS = {"default": {}, "fixed": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 #: Findings, written after reading a run; re-rendered with the table (``--rewrite``).
@@ -84,8 +87,16 @@ def build_model(name: str) -> Any:
         return build("identity", sources=sources, sample_rate=RATE)
     if name == "umx-h16":
         return build("umx", sources=sources, hidden_size=16, niter=1)
+    if name == "umxhq":
+        # the paper-size Open-Unmix (umxhq: hidden 512, 16 kHz input band) separating as the
+        # published model does, with one Wiener EM iteration
+        return build("umx", sources=sources, niter=1)
     if name == "convtasnet":
         return build("convtasnet", sources=sources)
+    if name == "demucs-c100":
+        # the largest model by working memory (bench/results/separation.md): Demucs v1 at paper
+        # size, 648.5 M parameters (2.6 GB of float32 weights), its default 15 s segments
+        return build("demucs", sources=sources, channels=100)
     raise ValueError(name)
 
 
