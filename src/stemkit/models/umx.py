@@ -231,15 +231,28 @@ class OpenUnmix(MaskingCore):
         Returns:
             The masked magnitude, shaped like ``mag``.
         """
-        batch, nb_channels, nb_bins, nb_frames = mag.shape
-        # fc3 as W · hiddenᵀ: the product comes out frames last, the layout of the STFT
+        mask = self.mask_block(hidden)
+        return torch.mul(mask, mag, out=out) if out is not None else mask.mul_(mag)
+
+    def mask_block(self, hidden: Tensor) -> Tensor:
+        """The mask :meth:`decode_block` multiplies the mixture magnitude by (eval mode).
+
+        Args:
+            hidden: ``(nb_frames, batch, hidden_size)`` from :meth:`decode_hidden`.
+
+        Returns:
+            ``(batch, nb_channels, nb_output_bins, nb_frames)``, non-negative.
+        """
+        nb_frames, batch, _ = hidden.shape
+        # fc3 as W · hiddenᵀ: the product comes out frames last, the layout of the STFT. The
+        # layers after it run as decode runs them: folding bn3 and the output scaling into
+        # fc3 moved values across the ReLU's zero, which a ratio mask (softmask) amplifies.
         h = torch.matmul(self.fc3.weight, hidden.permute(1, 2, 0))  # (batch, C·F, T)
         bn = self.bn3
         assert bn.running_mean is not None and bn.running_var is not None
         h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        h = h.view(batch, nb_channels, nb_bins, nb_frames)
-        h = h.mul_(self.output_scale[:, None]).add_(self.output_mean[:, None]).relu_()
-        return torch.mul(h, mag, out=out) if out is not None else h.mul_(mag)
+        h = h.view(batch, self.nb_channels, self.nb_output_bins, nb_frames)
+        return h.mul_(self.output_scale[:, None]).add_(self.output_mean[:, None]).relu_()
 
 
 def umx_cores(

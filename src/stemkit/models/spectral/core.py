@@ -70,6 +70,13 @@ class MaskingCore(nn.Module):
             return masked
         return out.copy_(masked)
 
+    def mask_block(self, hidden: Tensor) -> Tensor | None:
+        """The non-negative mask ``decode_block(hidden, mag)`` multiplies ``mag`` by, in the
+        layout ``(batch, nb_channels, nb_bins, nb_frames)``; None (the default) for a core
+        whose output is no mask of its input. With the mixture phase, a target's complex
+        STFT is then the mask times the mixture STFT."""
+        return None
+
     def set_statistics(self, mean: Any, std: Any) -> None:
         """Store the per-bin mean and deviation of the training mixtures' magnitudes.
 

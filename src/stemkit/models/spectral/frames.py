@@ -37,6 +37,7 @@ class FrameBlockPath:
 
     # provided by the wrapper
     sources: tuple[str, ...]
+    targets: tuple[str, ...]
     audio_channels: int
     stft: STFT
     istft: ISTFT
@@ -51,6 +52,15 @@ class FrameBlockPath:
         def _wiener_block(self, nb_frames: int) -> int: ...
 
         def _filter_block(self, estimates: Tensor, mix_stft: Tensor) -> Tensor: ...
+
+        @property
+        def niter(self) -> int: ...
+
+        @property
+        def softmask(self) -> bool: ...
+
+        @property
+        def residual(self) -> bool: ...
 
     def _cores(self) -> list[MaskingCore]:
         return list(self.target_models.values())  # type: ignore[arg-type]
@@ -155,6 +165,45 @@ class FrameBlockPath:
             core.decode_block(context[index][start:stop], mag, out=estimates[:, index])
         return estimates
 
+    def _masks_the_mixture(self, nb_channels: int) -> bool:
+        """Whether each stem's STFT is its core's mask times the mixture STFT.
+
+        With the mixture phase (``niter=0``, no ratio mask, no residual), a core that masks
+        the mixture magnitude gives ``mask·|x| · x/|x| = mask·x``: no magnitude, phase or
+        trigonometry to compute (silent bins give 0 either way). A mono core on a stereo
+        mixture sees the channels' mean magnitude, so that shortcut needs the mixture's own
+        channel count; cores joined differently (X-UMX's bridges) decode their own way.
+        """
+        return (
+            self.niter == 0
+            and not self.softmask
+            and not self.residual
+            and nb_channels == self.audio_channels
+            and type(self).decode_frames is FrameBlockPath.decode_frames
+            and all(type(core).mask_block is not MaskingCore.mask_block for core in self._cores())
+        )
+
+    def masked_mixture(self, spec: Tensor, context: list[Tensor], start: int) -> Tensor:
+        """Complex stems of one block as mask × mixture (see :meth:`_masks_the_mixture`).
+
+        Args:
+            spec: complex ``(batch, channels, nb_bins, nb_block_frames)``, the mixture STFT.
+            context: the output of :meth:`run_sequence`.
+            start: the block's first frame.
+
+        Returns:
+            Complex ``(batch, nb_targets, channels, nb_bins, nb_block_frames)``.
+        """
+        stop = start + spec.shape[-1]
+        pairs = torch.view_as_real(spec)
+        stems = spec.new_empty(spec.shape[0], len(self.targets), *spec.shape[1:])
+        for index, core in enumerate(self._cores()):
+            mask = core.mask_block(context[index][start:stop])
+            assert mask is not None
+            # real × (re, im) pairs: widening the mask to complex would cost a copy
+            torch.mul(pairs, mask.unsqueeze(-1), out=torch.view_as_real(stems[:, index]))
+        return stems
+
     def decode_and_invert(self, mixture: Tensor, context: list[Tensor]) -> Tensor:
         """Stage 3: per Wiener block, decode the targets, filter and invert into the stems.
 
@@ -179,6 +228,15 @@ class FrameBlockPath:
         group = block * -(-self.frame_block // block)
         out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
         inverse = OverlapAdd(self.istft, out, nb_frames)
+        if self._masks_the_mixture(nb_channels):
+            for first in range(0, nb_frames, group):
+                spec = self.stft.frames(mixture, first, min(first + group, nb_frames))
+                stems_stft = self.masked_mixture(spec, context, first)
+                del spec
+                for piece in stems_stft.split(_INVERT_FRAMES, dim=-1):
+                    inverse.add(piece)
+                del stems_stft
+            return inverse.finish()
         for first in range(0, nb_frames, group):
             spec, mag = self._block_magnitude(mixture, first, min(first + group, nb_frames))
             estimates = self.decode_frames(mag, context, first)
