@@ -2,9 +2,13 @@
 
 An Open-Unmix core is frame-wise except for its LSTM: ``forward(x) = decode([encode(x),
 lstm(encode(x))], x)``, where encode and decode (with BatchNorm in eval mode) treat every frame
-on its own. So a song can be separated keeping only the encoder outputs and then the LSTM
-outputs for all frames (``hidden_size`` floats per frame and target), while the mixture STFT,
-the target magnitudes and the complex stems exist for one block of frames at a time.
+on its own. So a song can be separated keeping only the encoder outputs and then, once the
+LSTM has run, the decoder's first layer for all frames (``hidden_size`` floats per frame and
+target), while the mixture STFT, the target magnitudes and the complex stems exist for one
+block of frames at a time. Every layer runs once per frame; only the STFT of a block is
+computed twice (to encode, then to decode and filter), which costs far less than holding it.
+With the mixture phase, a stem's STFT is its mask times the mixture STFT
+(:meth:`FrameBlockPath.masked_mixture`).
 
 :class:`FrameBlockPath` holds the three stages; :class:`~stemkit.models.spectral.Separator`
 mixes it in and takes it in eval mode without autograd (``Separator.streams``).
