@@ -71,6 +71,23 @@ NOTES: list[str] = [
     "20-minute song to 745 MiB and a 60-minute one to 762 MiB, 1.46 times the 1-minute song "
     "(the fixed-allocator 20-minute row was measured with 120 s segments, as its segment "
     "column says).",
+    "Open-Unmix at paper size (umxhq: hidden 512, 4 targets, niter=1, the settings `stemkit "
+    "separate` gives it): 1 minute peaks at 686 MiB and 60 minutes (60 s segments) at 929 MiB, "
+    "1.36 times the 1-minute song, within the 1.5× target. A 10-minute song, still separated "
+    "whole so that its stems are exactly those of whole-song separation, peaks at 1776 MiB "
+    "(2.6×): the whole song's stems (4 × stereo float32, 81 MiB per minute of song), the "
+    "mixture (20 MiB per minute) and the per-frame features of the frame-block path (4 targets "
+    "× 512 floats × 43 frames per second, 21 MiB per minute) exist at once. That is the price "
+    "of WHOLE_SONG_LIMIT; lowering it to about 1 minute would hold every length near the "
+    "1-minute peak, but would cut songs of 1 to 10 minutes into segments whose cross-fades "
+    "change the stems (up to 1.8 % relative over the last second, reference/pitfalls.md), so "
+    "the limit is left at 10 minutes.",
+    "Demucs v1 at paper size (demucs-c100, 648.5 M parameters, 2.6 GB of float32 weights: "
+    "the largest working memory of bench/results/separation.md), its default 15 s segments, "
+    "1 thread: 1 minute peaks at 3491 MiB (787 MiB above the loaded model) and 60 "
+    "minutes at 3563 MiB, 1.02 times the 1-minute peak: the model holds one segment at "
+    "a time, so nothing in it grows with the song (the 60-minute run was paused for about "
+    "25 minutes while other benchmarks ran, so its time is no speed measurement).",
     "Times are not comparable across rows: the runs shared 2 cores with other jobs (load "
     "average 5 to 7), and the fixed allocator is slow (every block over 128 KiB is mapped and "
     "unmapped).",
