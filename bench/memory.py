@@ -15,8 +15,11 @@ with the order of allocations; a fixed threshold shows what the program holds:
 
 Models: ``identity`` (4 stems, 44.1 kHz, 15 s segments: the I/O alone), ``umx-h16``
 (Open-Unmix at the paper's STFT, 4 targets, hidden size 16, random weights, Wiener EM
-``niter=1``: a whole-song model, cut into 60 s segments past 10 minutes) and ``convtasnet``
-(random weights, its default segment).
+``niter=1``: a whole-song model, cut into 60 s segments past 10 minutes), ``umxhq`` (the same
+at paper size: hidden 512, 16 kHz bandwidth), ``convtasnet`` (random weights, its default
+segment) and ``demucs-c100`` (Demucs v1 at paper size, C1=100, 648.5 M parameters: the
+largest working memory of bench/results/separation.md; its default segment). Every model
+runs with the settings ``stemkit separate`` gives it by default.
 
 Merges each run into ``bench/results/memory.json`` as soon as it is measured (a run with the
 same model, path, allocator and length replaces the stored one) and rewrites
@@ -47,7 +50,7 @@ import soundfile as sf
 
 RATE = 44100
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ("identity", "umx-h16", "convtasnet")
+MODELS = ("identity", "umx-h16", "umxhq", "convtasnet", "demucs-c100")
 PATHS = ("streamed", "whole")
 ALLOCATORS = {"default": {}, "fixed": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 #: Findings, written after reading a run; re-rendered with the table (``--rewrite``).
@@ -68,6 +71,23 @@ NOTES: list[str] = [
     "20-minute song to 745 MiB and a 60-minute one to 762 MiB, 1.46 times the 1-minute song "
     "(the fixed-allocator 20-minute row was measured with 120 s segments, as its segment "
     "column says).",
+    "Open-Unmix at paper size (umxhq: hidden 512, 4 targets, niter=1, the settings `stemkit "
+    "separate` gives it): 1 minute peaks at 686 MiB and 60 minutes (60 s segments) at 929 MiB, "
+    "1.36 times the 1-minute song, within the 1.5× target. A 10-minute song, still separated "
+    "whole so that its stems are exactly those of whole-song separation, peaks at 1776 MiB "
+    "(2.6×): the whole song's stems (4 × stereo float32, 81 MiB per minute of song), the "
+    "mixture (20 MiB per minute) and the per-frame features of the frame-block path (4 targets "
+    "× 512 floats × 43 frames per second, 21 MiB per minute) exist at once. That is the price "
+    "of WHOLE_SONG_LIMIT; lowering it to about 1 minute would hold every length near the "
+    "1-minute peak, but would cut songs of 1 to 10 minutes into segments whose cross-fades "
+    "change the stems (up to 1.8 % relative over the last second, reference/pitfalls.md), so "
+    "the limit is left at 10 minutes.",
+    "Demucs v1 at paper size (demucs-c100, 648.5 M parameters, 2.6 GB of float32 weights: "
+    "the largest working memory of bench/results/separation.md), its default 15 s segments, "
+    "1 thread: 1 minute peaks at 3491 MiB (787 MiB above the loaded model) and 60 "
+    "minutes at 3563 MiB, 1.02 times the 1-minute peak: the model holds one segment at "
+    "a time, so nothing in it grows with the song (the 60-minute run was paused for about "
+    "25 minutes while other benchmarks ran, so its time is no speed measurement).",
     "Times are not comparable across rows: the runs shared 2 cores with other jobs (load "
     "average 5 to 7), and the fixed allocator is slow (every block over 128 KiB is mapped and "
     "unmapped).",
@@ -84,8 +104,16 @@ def build_model(name: str) -> Any:
         return build("identity", sources=sources, sample_rate=RATE)
     if name == "umx-h16":
         return build("umx", sources=sources, hidden_size=16, niter=1)
+    if name == "umxhq":
+        # the paper-size Open-Unmix (umxhq: hidden 512, 16 kHz input band) separating as the
+        # published model does, with one Wiener EM iteration
+        return build("umx", sources=sources, niter=1)
     if name == "convtasnet":
         return build("convtasnet", sources=sources)
+    if name == "demucs-c100":
+        # the largest model by working memory (bench/results/separation.md): Demucs v1 at paper
+        # size, 648.5 M parameters (2.6 GB of float32 weights), its default 15 s segments
+        return build("demucs", sources=sources, channels=100)
     raise ValueError(name)
 
 

@@ -228,16 +228,18 @@ def worker(args: argparse.Namespace) -> None:
     gc.collect()
     rss_loaded = _status_mib("VmRSS")
     peak_reset = _reset_peak_rss()
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         stems = model(mixture)  # warm-up
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             stems = model(mixture)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     peak = _status_mib("VmHWM") if peak_reset else None
     report = {
         "times_s": times,
+        "cpu_times_s": cpu_times,
         "rss_loaded_mib": rss_loaded,
         # without /proc, fall back to getrusage (then the peak includes loading)
         "rss_peak_mib": peak if peak is not None else _getrusage_mib(),
@@ -387,6 +389,9 @@ def _run_umx(args: argparse.Namespace) -> dict[str, Any]:
                         "rtf_best": best / args.duration,
                         "rtf_median": statistics.median(report["times_s"]) / args.duration,
                         "times_s": report["times_s"],
+                        # CPU seconds of the process, all threads: on a shared machine less
+                        # sensitive to the other jobs than the wall time
+                        "cpu_best_s": min(report["cpu_times_s"]),
                         "peak_rss_mib": report["rss_peak_mib"],
                         "separation_rss_mib": report["rss_peak_mib"]
                         - (report["rss_loaded_mib"] or 0.0),
@@ -407,6 +412,7 @@ def _run_umx(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "niter": niter,
                 "rtf_ratio": mine["rtf_best"] / theirs["rtf_best"],
+                "cpu_ratio": mine["cpu_best_s"] / theirs["cpu_best_s"],
                 "peak_rss_ratio": mine["peak_rss_mib"] / theirs["peak_rss_mib"],
                 "separation_rss_ratio": mine["separation_rss_mib"]
                 / max(theirs["separation_rss_mib"], 1e-9),
@@ -499,7 +505,13 @@ def main(args: argparse.Namespace) -> None:
     path = RESULTS / "separation.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if "umx" in only:
-        result.update(_run_umx(args))
+        umx = _run_umx(args)
+        result.update(umx)
+        # the umx comparison per thread count, the latest run of each
+        threads = str(umx["rows"][0]["threads"])
+        result.setdefault("umx_by_threads", {})[threads] = {
+            key: umx[key] for key in ("date", "load_average_before_after", "rows")
+        } | {"ratios": umx["ratios_stemkit_over_openunmix"]}
     new_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="stemkit-bench-") as tmp:
         for name in only:
@@ -608,6 +620,33 @@ def _markdown_umx(result: dict[str, Any]) -> list[str]:
             f"| {ratio['niter']} | {ratio['rtf_ratio']:.2f} | {ratio['peak_rss_ratio']:.2f} "
             f"| {ratio['separation_rss_ratio']:.2f} |"
         )
+    by_threads = result.get("umx_by_threads", {})
+    if by_threads:
+        lines += [
+            "",
+            "Latest comparison per thread count (wall-time ratio of the best runs, and CPU-time "
+            "ratio: the process's CPU seconds of its best run, less sensitive to the other "
+            "jobs on a shared machine; time in seconds, best of the repeats):",
+            "",
+            "| threads | niter | stemkit time / CPU | openunmix time / CPU | time ratio "
+            "| CPU ratio | max rel. error | load avg before → after | date |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for threads, run in sorted(by_threads.items()):
+            before, after = run["load_average_before_after"]
+            for ratio in run["ratios"]:
+                mine, theirs = (
+                    next(r for r in run["rows"] if (r["implementation"], r["niter"]) == key)
+                    for key in (("stemkit", ratio["niter"]), ("openunmix", ratio["niter"]))
+                )
+                lines.append(
+                    f"| {threads} | {ratio['niter']} "
+                    f"| {min(mine['times_s']):.2f} / {mine['cpu_best_s']:.2f} "
+                    f"| {min(theirs['times_s']):.2f} / {theirs['cpu_best_s']:.2f} "
+                    f"| {ratio['rtf_ratio']:.2f} | {ratio['cpu_ratio']:.2f} "
+                    f"| {ratio['max_rel_err']:.1e} | {before[0]:.2f} → {after[0]:.2f} "
+                    f"| {run['date']} |"
+                )
     return lines
 
 

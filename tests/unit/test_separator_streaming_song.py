@@ -160,7 +160,7 @@ def test_stages_keep_only_per_frame_features() -> None:
         encoded = model.encode_frames(mixture)
         assert [tuple(e.shape) for e in encoded] == [(nb_frames, 1, 8)] * 3
         context = model.run_sequence(encoded)
-        assert encoded == []  # consumed: the encoder outputs are recomputed per block
+        assert encoded == []  # consumed: each became its core's decoder hidden layer
         assert [tuple(c.shape) for c in context] == [(nb_frames, 1, 8)] * 3
         stems = model.decode_and_invert(mixture, context)
         assert _rel_err(stems, model(mixture)) < 1e-6

@@ -131,14 +131,14 @@ class STFT(_Transform):
         # padded-signal positions of the block, mapped back onto the signal as reflect padding
         # maps them (a mirror about the first and the last sample)
         pad = self.n_fft // 2 if self.center else 0
-        index = torch.arange(
-            start * self.n_hop - pad,
-            (stop - 1) * self.n_hop + self.n_fft - pad,
-            device=waveform.device,
-        )
-        index = index.abs()
-        index = torch.where(index >= nb_timesteps, 2 * (nb_timesteps - 1) - index, index)
-        piece = waveform.index_select(-1, index)
+        first, end = start * self.n_hop - pad, (stop - 1) * self.n_hop + self.n_fft - pad
+        if 0 <= first and end <= nb_timesteps:
+            # inside the signal: a view, no gathered copy
+            piece = waveform[..., first:end]
+        else:
+            index = torch.arange(first, end, device=waveform.device).abs()
+            index = torch.where(index >= nb_timesteps, 2 * (nb_timesteps - 1) - index, index)
+            piece = waveform.index_select(-1, index)
         leading = waveform.shape[:-1]
         spec = torch.stft(
             piece.reshape(-1, piece.shape[-1]),
@@ -272,6 +272,12 @@ class OverlapAdd:
         self.nb_frames = nb_frames
         self.next_frame = 0
         self.normalised = 0  # padded-signal samples below this are final
+        # Where every frame that can reach a sample exists, the envelope is periodic in the
+        # hop: one period, Σ_m window²(r + m·n_hop), serves the whole inside of the signal.
+        squares = self.window.square()
+        squares = nn.functional.pad(squares, (0, -self.n_fft % self.n_hop))
+        self.period = squares.reshape(-1, self.n_hop).sum(dim=0)
+        self.inside = (self.n_fft - self.n_hop, self.nb_frames * self.n_hop)
 
     def add(self, spec: Tensor) -> None:
         """Add the next frames ``(..., nb_bins, nb_block_frames)`` (complex)."""
@@ -292,9 +298,11 @@ class OverlapAdd:
                 f"{tuple(self.out.shape)}"
             )
         for piece in rows.split(self._FRAMES_PER_STEP, dim=-1):
-            # the inverse FFT runs along the last axis, where it is fastest
-            frames = torch.fft.irfft(piece.transpose(-1, -2), n=self.n_fft) * self.window
-            self._accumulate(_overlap_add(frames, self.n_hop), self.next_frame * self.n_hop)
+            # the inverse FFT along the bins where they lie: a transform of the transposed
+            # block was 3× slower on CPU (strided input)
+            frames = torch.fft.irfft(piece, n=self.n_fft, dim=-2).mul_(self.window[:, None])
+            signal = _overlap_add(frames.transpose(-1, -2), self.n_hop)
+            self._accumulate(signal, self.next_frame * self.n_hop)
             self.next_frame += piece.shape[-1]
         # later frames start at next_frame * n_hop: everything before it is complete
         self._normalise(self.next_frame * self.n_hop)
@@ -328,6 +336,20 @@ class OverlapAdd:
 
     def _envelope(self, lo: int, hi: int) -> Tensor:
         """Σ_k window²(p - k·n_hop) for padded-signal samples ``p`` in ``[lo, hi)``."""
+        first, last = max(lo, self.inside[0]), min(hi, self.inside[1])
+        if first >= last:
+            return self._envelope_edge(lo, hi)
+        offset = first % self.n_hop
+        repeats = -(-(last - first + offset) // self.n_hop)
+        middle = self.period.repeat(repeats)[offset : offset + last - first]
+        parts = [self._envelope_edge(lo, first)] if lo < first else []
+        parts.append(middle)
+        if last < hi:
+            parts.append(self._envelope_edge(last, hi))
+        return torch.cat(parts) if len(parts) > 1 else middle
+
+    def _envelope_edge(self, lo: int, hi: int) -> Tensor:
+        """:meth:`_envelope` frame by frame (where some frames are missing: the ends)."""
         first = max(0, (lo - self.n_fft) // self.n_hop + 1)
         last = min(self.nb_frames - 1, (hi - 1) // self.n_hop)
         squares = self.window.square()[None, :, None].expand(1, self.n_fft, last - first + 1)

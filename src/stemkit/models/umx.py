@@ -185,6 +185,75 @@ class OpenUnmix(MaskingCore):
         h = h.reshape(nb_frames, batch, nb_channels, self.nb_output_bins)
         return F.relu(h * self.output_scale + self.output_mean) * mix
 
+    # --- the frame-block path (stemkit.models.spectral.frames) -----------------------------
+    # The same layers as encode/decode, arranged for whole songs in eval mode: the mixture
+    # magnitude stays in the STFT's own (batch, channels, bins, frames) layout (no transposed
+    # copy of it or of the masked output), and the decoder's first layer runs once per frame
+    # right after the LSTM, so the encoder never runs twice on a frame.
+
+    def encode_block(self, mag: Tensor) -> Tensor:
+        """:meth:`encode` of a magnitude in the STFT's layout (eval mode).
+
+        Args:
+            mag: ``(batch, nb_channels, nb_output_bins, nb_frames)``.
+
+        Returns:
+            ``(nb_frames, batch, hidden_size)``, as :meth:`encode` of ``mag`` time first.
+        """
+        batch, nb_channels, _, nb_frames = mag.shape
+        # time first while standardising: the product below is then frames × features
+        x = mag[..., : self.nb_bins, :].permute(3, 0, 1, 2)
+        h = (x + self.input_mean).mul_(self.input_scale)
+        h = self.bn1(self.fc1(h.reshape(-1, nb_channels * self.nb_bins)))
+        return torch.tanh_(h).reshape(nb_frames, batch, self.hidden_size)
+
+    def decode_hidden(self, skip: Tensor) -> Tensor:
+        """The decoder's first layer: ``fc2`` → ``bn2`` → ReLU.
+
+        Args:
+            skip: ``(nb_frames, batch, 2·hidden_size)``.
+
+        Returns:
+            ``(nb_frames, batch, hidden_size)``.
+        """
+        h = F.relu_(self.bn2(self.fc2(skip.reshape(-1, skip.shape[-1]))))
+        return h.reshape(*skip.shape[:-1], self.hidden_size)
+
+    def decode_block(self, hidden: Tensor, mag: Tensor, out: Tensor | None = None) -> Tensor:
+        """The rest of :meth:`decode` (``fc3`` → ``bn3`` → output scaling → ReLU → × mixture),
+        straight into the STFT's layout (eval mode).
+
+        Args:
+            hidden: ``(nb_frames, batch, hidden_size)`` from :meth:`decode_hidden`.
+            mag: ``(batch, nb_channels, nb_output_bins, nb_frames)``, the mixture magnitude.
+            out: where to write the result (shaped like ``mag``); a new tensor if None.
+
+        Returns:
+            The masked magnitude, shaped like ``mag``.
+        """
+        mask = self.mask_block(hidden)
+        return torch.mul(mask, mag, out=out) if out is not None else mask.mul_(mag)
+
+    def mask_block(self, hidden: Tensor) -> Tensor:
+        """The mask :meth:`decode_block` multiplies the mixture magnitude by (eval mode).
+
+        Args:
+            hidden: ``(nb_frames, batch, hidden_size)`` from :meth:`decode_hidden`.
+
+        Returns:
+            ``(batch, nb_channels, nb_output_bins, nb_frames)``, non-negative.
+        """
+        nb_frames, batch, _ = hidden.shape
+        # fc3 as W · hiddenᵀ: the product comes out frames last, the layout of the STFT. The
+        # layers after it run as decode runs them: folding bn3 and the output scaling into
+        # fc3 moved values across the ReLU's zero, which a ratio mask (softmask) amplifies.
+        h = torch.matmul(self.fc3.weight, hidden.permute(1, 2, 0))  # (batch, C·F, T)
+        bn = self.bn3
+        assert bn.running_mean is not None and bn.running_var is not None
+        h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        h = h.view(batch, self.nb_channels, self.nb_output_bins, nb_frames)
+        return h.mul_(self.output_scale[:, None]).add_(self.output_mean[:, None]).relu_()
+
 
 def umx_cores(
     sources: Sequence[str],

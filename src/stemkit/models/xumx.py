@@ -159,10 +159,11 @@ class XUMX(Separator):
         del shared
         return [total.div_(len(branches))]
 
-    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+    def decode_frames(self, mag: Tensor, context: list[Tensor], start: int) -> Tensor:
         """One block's target magnitudes (see :meth:`Separator.decode_frames`)."""
         if not self.bridging:
-            return super().decode_frames(mix, context, start)
+            return super().decode_frames(mag, context, start)
+        mix = mag.permute(3, 0, 1, 2)  # the cores' time-first view
         branches = self._branches()
         lstm_mean = context[0][start : start + mix.shape[0]]
         skip = torch.cat([_mean([core.encode(mix) for core in branches]), lstm_mean], dim=-1)

@@ -45,6 +45,38 @@ class MaskingCore(nn.Module):
         """
         raise NotImplementedError
 
+    # The frame-block path calls the three methods below (eval mode, no autograd). Their
+    # defaults rebuild them from encode/decode; a core overrides them to skip transposes, and
+    # to run part of its decoder once per frame right after the LSTM (the part it keeps in
+    # ``decode_hidden``'s output), so that no layer runs twice on a frame.
+
+    def encode_block(self, mag: Tensor) -> Tensor:
+        """:meth:`encode` of a magnitude ``(batch, nb_channels, nb_bins, nb_frames)``, the
+        STFT's layout; returns ``(nb_frames, batch, features)``."""
+        return self.encode(mag.permute(3, 0, 1, 2))
+
+    def decode_hidden(self, skip: Tensor) -> Tensor:
+        """The part of :meth:`decode` that needs only the skip features
+        ``(nb_frames, batch, 2·features)``; returns ``(nb_frames, batch, width)``. The default
+        keeps the skip features as they are."""
+        return skip
+
+    def decode_block(self, hidden: Tensor, mag: Tensor, out: Tensor | None = None) -> Tensor:
+        """The rest of :meth:`decode`: ``decode_block(decode_hidden(skip), mag)`` equals
+        ``decode(skip, mag time first)``, in the layout of ``mag``
+        ``(batch, nb_channels, nb_bins, nb_frames)``; written into ``out`` when given."""
+        masked = self.decode(hidden, mag.permute(3, 0, 1, 2)).permute(1, 2, 3, 0)
+        if out is None:
+            return masked
+        return out.copy_(masked)
+
+    def mask_block(self, hidden: Tensor) -> Tensor | None:
+        """The non-negative mask ``decode_block(hidden, mag)`` multiplies ``mag`` by, in the
+        layout ``(batch, nb_channels, nb_bins, nb_frames)``; None (the default) for a core
+        whose output is no mask of its input. With the mixture phase, a target's complex
+        STFT is then the mask times the mixture STFT."""
+        return None
+
     def set_statistics(self, mean: Any, std: Any) -> None:
         """Store the per-bin mean and deviation of the training mixtures' magnitudes.
 

@@ -2,9 +2,13 @@
 
 An Open-Unmix core is frame-wise except for its LSTM: ``forward(x) = decode([encode(x),
 lstm(encode(x))], x)``, where encode and decode (with BatchNorm in eval mode) treat every frame
-on its own. So a song can be separated keeping only the encoder outputs and then the LSTM
-outputs for all frames (``hidden_size`` floats per frame and target), while the mixture STFT,
-the target magnitudes and the complex stems exist for one block of frames at a time.
+on its own. So a song can be separated keeping only the encoder outputs and then, once the
+LSTM has run, the decoder's first layer for all frames (``hidden_size`` floats per frame and
+target), while the mixture STFT, the target magnitudes and the complex stems exist for one
+block of frames at a time. Every layer runs once per frame; only the STFT of a block is
+computed twice (to encode, then to decode and filter), which costs far less than holding it.
+With the mixture phase, a stem's STFT is its mask times the mixture STFT
+(:meth:`FrameBlockPath.masked_mixture`).
 
 :class:`FrameBlockPath` holds the three stages; :class:`~stemkit.models.spectral.Separator`
 mixes it in and takes it in eval mode without autograd (``Separator.streams``).
@@ -37,6 +41,7 @@ class FrameBlockPath:
 
     # provided by the wrapper
     sources: tuple[str, ...]
+    targets: tuple[str, ...]
     audio_channels: int
     stft: STFT
     istft: ISTFT
@@ -52,6 +57,15 @@ class FrameBlockPath:
 
         def _filter_block(self, estimates: Tensor, mix_stft: Tensor) -> Tensor: ...
 
+        @property
+        def niter(self) -> int: ...
+
+        @property
+        def softmask(self) -> bool: ...
+
+        @property
+        def residual(self) -> bool: ...
+
     def _cores(self) -> list[MaskingCore]:
         return list(self.target_models.values())  # type: ignore[arg-type]
 
@@ -60,11 +74,21 @@ class FrameBlockPath:
 
         Returns:
             Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the magnitude time
-            first, ``(nb_block_frames, batch, audio_channels, nb_bins)``.
+            first, ``(nb_block_frames, batch, audio_channels, nb_bins)`` (a view of
+            :meth:`_block_magnitude`'s).
+        """
+        spec, mag = self._block_magnitude(mixture, start, stop)
+        return spec, mag.permute(3, 0, 1, 2)
+
+    def _block_magnitude(self, mixture: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Mixture STFT of frames ``[start, stop)`` and its magnitude in the same layout.
+
+        Returns:
+            Complex ``(batch, channels, nb_bins, nb_block_frames)`` and the real
+            ``(batch, audio_channels, nb_bins, nb_block_frames)``.
         """
         spec = self.stft.frames(mixture, start, stop)
-        mag = magnitude(spec, mono=self.audio_channels == 1)
-        return spec, mag.permute(3, 0, 1, 2)
+        return spec, magnitude(spec, mono=self.audio_channels == 1)
 
     def encode_frames(self, mixture: Tensor) -> list[Tensor]:
         """Stage 1: every core's encoder output for the whole song.
@@ -84,49 +108,105 @@ class FrameBlockPath:
         encoded: list[Tensor] = []
         for start in range(0, nb_frames, self.frame_block):
             stop = min(start + self.frame_block, nb_frames)
-            _, mix = self._block_spectrogram(mixture, start, stop)
+            _, mag = self._block_magnitude(mixture, start, stop)
             for index, core in enumerate(cores):
-                features = core.encode(mix)
+                features = core.encode_block(mag)
                 if index == len(encoded):
                     encoded.append(features.new_empty(nb_frames, *features.shape[1:]))
                 encoded[index][start:stop] = features
         return encoded
 
     def run_sequence(self, encoded: list[Tensor]) -> list[Tensor]:
-        """Stage 2: each core's LSTM over the whole song; consumes ``encoded`` (emptied).
+        """Stage 2: each core's LSTM over the whole song, then the part of its decoder that
+        needs only the skip features (``decode_hidden``); consumes ``encoded`` (emptied).
 
         Args:
             encoded: the output of :meth:`encode_frames`; each entry is freed once used.
 
         Returns:
-            One ``(nb_frames, batch, hidden_size)`` LSTM output per target.
+            One ``(nb_frames, batch, width)`` tensor per target, the input of the core's
+            ``decode_block`` (Open-Unmix: the decoder's hidden layer, ``hidden_size`` wide).
         """
         context = []
         for index, core in enumerate(self._cores()):
-            context.append(core.lstm(encoded[index])[0])
-            # the encoder output is recomputed per block when decoding: free it now
-            encoded[index] = encoded[index].new_empty(0)
+            features = encoded[index]
+            encoded[index] = features.new_empty(0)
+            lstm_out = core.lstm(features)[0]
+            hidden: Tensor | None = None
+            for start in range(0, features.shape[0], self.frame_block):
+                stop = start + self.frame_block
+                piece = core.decode_hidden(
+                    torch.cat([features[start:stop], lstm_out[start:stop]], dim=-1)
+                )
+                if hidden is None:
+                    # the encoder output of a frame is not needed once its piece is computed:
+                    # write over it where the widths agree (Open-Unmix's do)
+                    same = piece.shape[1:] == features.shape[1:] and piece.dtype == features.dtype
+                    shape = (features.shape[0], *piece.shape[1:])
+                    hidden = features if same else piece.new_empty(shape)
+                hidden[start:stop] = piece
+            del features, lstm_out
+            assert hidden is not None
+            context.append(hidden)
         encoded.clear()
         return context
 
-    def decode_frames(self, mix: Tensor, context: list[Tensor], start: int) -> Tensor:
+    def decode_frames(self, mag: Tensor, context: list[Tensor], start: int) -> Tensor:
         """Target magnitudes of one block of frames from its mixture magnitude and the context.
 
         Args:
-            mix: ``(nb_block_frames, batch, audio_channels, nb_bins)``, mixture magnitude.
+            mag: ``(batch, audio_channels, nb_bins, nb_block_frames)``, mixture magnitude.
             context: the output of :meth:`run_sequence`.
             start: the block's first frame.
 
         Returns:
             ``(batch, nb_targets, audio_channels, nb_bins, nb_block_frames)``.
         """
-        stop = start + mix.shape[0]
+        stop = start + mag.shape[-1]
         cores = self._cores()
-        estimates = mix.new_empty(mix.shape[1], len(cores), *mix.shape[2:], mix.shape[0])
+        estimates = mag.new_empty(mag.shape[0], len(cores), *mag.shape[1:])
         for index, core in enumerate(cores):
-            skip = torch.cat([core.encode(mix), context[index][start:stop]], dim=-1)
-            estimates[:, index] = core.decode(skip, mix).permute(1, 2, 3, 0)
+            core.decode_block(context[index][start:stop], mag, out=estimates[:, index])
         return estimates
+
+    def _masks_the_mixture(self, nb_channels: int) -> bool:
+        """Whether each stem's STFT is its core's mask times the mixture STFT.
+
+        With the mixture phase (``niter=0``, no ratio mask, no residual), a core that masks
+        the mixture magnitude gives ``mask·|x| · x/|x| = mask·x``: no magnitude, phase or
+        trigonometry to compute (silent bins give 0 either way). A mono core on a stereo
+        mixture sees the channels' mean magnitude, so that shortcut needs the mixture's own
+        channel count; cores joined differently (X-UMX's bridges) decode their own way.
+        """
+        return (
+            self.niter == 0
+            and not self.softmask
+            and not self.residual
+            and nb_channels == self.audio_channels
+            and type(self).decode_frames is FrameBlockPath.decode_frames
+            and all(type(core).mask_block is not MaskingCore.mask_block for core in self._cores())
+        )
+
+    def masked_mixture(self, spec: Tensor, context: list[Tensor], start: int) -> Tensor:
+        """Complex stems of one block as mask × mixture (see :meth:`_masks_the_mixture`).
+
+        Args:
+            spec: complex ``(batch, channels, nb_bins, nb_block_frames)``, the mixture STFT.
+            context: the output of :meth:`run_sequence`.
+            start: the block's first frame.
+
+        Returns:
+            Complex ``(batch, nb_targets, channels, nb_bins, nb_block_frames)``.
+        """
+        stop = start + spec.shape[-1]
+        pairs = torch.view_as_real(spec)
+        stems = spec.new_empty(spec.shape[0], len(self.targets), *spec.shape[1:])
+        for index, core in enumerate(self._cores()):
+            mask = core.mask_block(context[index][start:stop])
+            assert mask is not None
+            # real × (re, im) pairs: widening the mask to complex would cost a copy
+            torch.mul(pairs, mask.unsqueeze(-1), out=torch.view_as_real(stems[:, index]))
+        return stems
 
     def decode_and_invert(self, mixture: Tensor, context: list[Tensor]) -> Tensor:
         """Stage 3: per Wiener block, decode the targets, filter and invert into the stems.
@@ -152,10 +232,19 @@ class FrameBlockPath:
         group = block * -(-self.frame_block // block)
         out = mixture.new_zeros(batch, len(self.sources), nb_channels, length)
         inverse = OverlapAdd(self.istft, out, nb_frames)
+        if self._masks_the_mixture(nb_channels):
+            for first in range(0, nb_frames, group):
+                spec = self.stft.frames(mixture, first, min(first + group, nb_frames))
+                stems_stft = self.masked_mixture(spec, context, first)
+                del spec
+                for piece in stems_stft.split(_INVERT_FRAMES, dim=-1):
+                    inverse.add(piece)
+                del stems_stft
+            return inverse.finish()
         for first in range(0, nb_frames, group):
-            spec, mix = self._block_spectrogram(mixture, first, min(first + group, nb_frames))
-            estimates = self.decode_frames(mix, context, first)
-            del mix
+            spec, mag = self._block_magnitude(mixture, first, min(first + group, nb_frames))
+            estimates = self.decode_frames(mag, context, first)
+            del mag
             for start in range(0, spec.shape[-1], block):
                 stems_stft = self._filter_block(
                     estimates[..., start : start + block], spec[..., start : start + block]
