@@ -693,7 +693,8 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
     lagged = refs.new_empty((step, nb_signals, nb_refs, n_fft), dtype=torch.float64)
     out = refs.new_empty((nb_blocks, nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     # sub-blocks whose extension stays inside the block come straight from strided views
-    nb_inner = min(nb_sub, (window - sub - span) // sub + 1)
+    # (none when one sub-block's extension is longer than the block: short windows, many lags)
+    nb_inner = max(0, min(nb_sub, (window - sub - span) // sub + 1))
     for first in range(0, nb_blocks, step):
         count = min(step, nb_blocks - first)
         start, stop = first * window, min((first + count) * window, nb_samples)
@@ -704,8 +705,9 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
             row += signals.shape[0]
             segment = signals[:, start:stop]
             blocks = segment[:, : full * window].reshape(signals.shape[0], full, window)
-            inner = blocks.unfold(-1, sub + span, sub)[:, :, :nb_inner]
-            u_in[:full, :nb_inner, rows, : sub + span] = inner.permute(1, 2, 0, 3)
+            if nb_inner:
+                inner = blocks.unfold(-1, sub + span, sub)[:, :, :nb_inner]
+                u_in[:full, :nb_inner, rows, : sub + span] = inner.permute(1, 2, 0, 3)
             for b in range(nb_inner, nb_sub):  # the block's end: its samples, then zeros
                 length = max(0, min(sub + span, window - b * sub))
                 part = blocks[:, :, b * sub : b * sub + length]
