@@ -231,7 +231,7 @@ class Separator:
             memory bounded; arrays given to :meth:`separate` always go through whole.
         overlap: overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5.
         shifts: shift trick: average this many predictions on randomly delayed copies.
-        batch_size: chunks per model call.
+        batch_size: chunks per model call; None takes the model's ``default_batch_size``.
         seed: seed of the shift delays (None: not reproducible).
         progress: show a progress bar over the chunks on stderr.
         on_progress: called as ``on_progress(done, total)`` chunks while a song is separated
@@ -250,7 +250,7 @@ class Separator:
         segment: float | None = None,
         overlap: float = 0.25,
         shifts: int = 0,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         seed: int | None = None,
         progress: bool = False,
         on_progress: Callable[[int, int], object] | None = None,
@@ -267,6 +267,8 @@ class Separator:
                 f"not have; score it with `stemkit evaluate --model {name} --data DIR`"
             )
         chosen = model.default_segment if segment is None else (segment or None)
+        if batch_size is None:
+            batch_size = model.default_batch_size
         try:
             check_settings(chosen, overlap, batch_size, shifts)
         except ValueError as error:

@@ -204,3 +204,26 @@ def test_presets_resolve_and_build(name: str) -> None:
     with torch.device("meta"):
         model = build(config.model.name, sources=config.data.sources, **config.model.kwargs)
     assert model.sources == tuple(config.data.sources)
+
+
+def test_separation_batches_four_chunks_by_default_with_the_same_stems() -> None:
+    from stemkit.api import Separator
+
+    torch.manual_seed(0)
+    model = tiny().eval()
+    assert model.default_batch_size == 4
+    assert Separator(model).batch_size == 4
+    assert Separator(model, batch_size=1).batch_size == 1  # an explicit value wins
+    assert Separator(build("identity", sources=MUSDB_SOURCES)).batch_size == 1  # the base's default
+    calls: list[int] = []
+    model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    mixture = 0.1 * torch.randn(2, 44100 * 2)
+    batched = Separator(model, segment=0.3, device="cpu").separate(mixture, 44100)
+    assert max(calls) == 4
+    calls.clear()
+    one = Separator(model, segment=0.3, device="cpu", batch_size=1).separate(mixture, 44100)
+    assert max(calls) == 1
+    # chunks are independent items of the batch: equal up to float32 rounding in the products
+    for name in model.sources:
+        peak = float(one[name].abs().max())
+        torch.testing.assert_close(batched[name], one[name], rtol=0, atol=1e-5 * peak)

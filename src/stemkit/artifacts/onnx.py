@@ -140,6 +140,11 @@ class _Around(SeparationModel):
         """The torch model's."""
         return self.torch_model.default_segment
 
+    @property
+    def default_batch_size(self) -> int:
+        """The torch model's (batch is a dynamic axis of every export)."""
+        return self.torch_model.default_batch_size
+
     def isolate(self, target: str) -> SeparationModel | None:
         """The torch model's isolated network for ``target``, run by the same engine: a
         two-stem split exports and runs only that network's graph."""

@@ -63,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print("separating")
-    estimates = separate(model, mixture, segment=model.default_segment, progress=True)
+    estimates = separate(
+        model,
+        mixture,
+        segment=model.default_segment,
+        batch_size=model.default_batch_size,
+        progress=True,
+    )
     stems_dir = out / "stems"
     stems_dir.mkdir(parents=True, exist_ok=True)
     for name, stem in zip(model.sources, estimates, strict=True):

@@ -216,6 +216,7 @@ def _evaluate(
         metrics=args.metrics,
         segment=model.default_segment if args.segment is None else args.segment or None,
         overlap=args.overlap,
+        batch_size=model.default_batch_size,
         window=args.window,
         device=args.device,
         out_dir=args.out,

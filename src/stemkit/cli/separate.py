@@ -124,7 +124,11 @@ def add_parser(subparsers: Any) -> None:
         help="overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5 (0.25)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=1, metavar="N", help="chunks per model call (1)"
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks per model call (the model's default: 4 for Demucs v1, else 1)",
     )
     parser.add_argument(
         "--shifts",

@@ -3,10 +3,10 @@
 Generic code (inference, evaluation, training, the command line) reads a model through this
 contract only: what it separates (:attr:`~SeparationModel.sources`, rate, channels), how it
 prefers to be applied (:attr:`~SeparationModel.default_segment`,
-:attr:`~SeparationModel.requires_references`), how it trains
-(:meth:`~SeparationModel.training_loss`, :meth:`~SeparationModel.prepare`) and whether it can
-stream (:meth:`~SeparationModel.frame_stream`). A family's own needs live in its overrides,
-never in an ``isinstance`` test of a generic layer.
+:attr:`~SeparationModel.default_batch_size`, :attr:`~SeparationModel.requires_references`),
+how it trains (:meth:`~SeparationModel.training_loss`, :meth:`~SeparationModel.prepare`) and
+whether it can stream (:meth:`~SeparationModel.frame_stream`). A family's own needs live in
+its overrides, never in an ``isinstance`` test of a generic layer.
 """
 
 from __future__ import annotations
@@ -161,6 +161,16 @@ class SeparationModel(nn.Module):
         on any length by themselves, or whose output depends on seeing the whole track.
         """
         return DEFAULT_SEGMENT
+
+    @property
+    def default_batch_size(self) -> int:
+        """Chunks per model call that separation uses unless told otherwise.
+
+        1 unless batching chunks saves time at the same output: a model whose work is bound by
+        reading its weights (one long sequence through a wide LSTM) reads them once per step
+        for every chunk of the batch.
+        """
+        return 1
 
     def forward(self, mixture: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Separate ``(batch, channels, time)`` into ``(batch, sources, channels, time)``."""

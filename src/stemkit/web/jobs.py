@@ -54,7 +54,7 @@ class JobOptions:
     overlap: float = 0.25
     shifts: int = 0
     seed: int | None = None
-    batch_size: int = 1
+    batch_size: int | None = None
 
     @classmethod
     def parse(cls, model: str, values: Mapping[str, Any]) -> JobOptions:
@@ -90,8 +90,8 @@ class JobOptions:
                 raise StemkitError(f"unknown stem {stem!r}: {model} gives {', '.join(sources)}")
         options.output()  # checks format, bits, bit rate and rate together
         try:
-            check_settings(options.segment or None, options.overlap, options.batch_size,
-                           options.shifts)  # fmt: skip
+            batch_size = 1 if options.batch_size is None else options.batch_size
+            check_settings(options.segment or None, options.overlap, batch_size, options.shifts)
         except ValueError as error:
             raise StemkitError(str(error)) from None
         return options
