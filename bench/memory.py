@@ -164,6 +164,7 @@ def worker(args: argparse.Namespace) -> None:
                 "path": args.path,
                 "minutes": args.minutes,
                 "segment_s": segment,
+                "batch_size": separator.batch_size,
                 "baseline_rss_mib": baseline,
                 "peak_rss_mib": peak,
                 "seconds": seconds,
@@ -257,15 +258,15 @@ def render(runs: list[dict[str, Any]]) -> str:
         f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Times are upper "
         "bounds: the machine was shared (load average in the json).",
         "",
-        "| model | path | allocator | minutes | segment (s) | baseline (MiB) | peak (MiB) | "
-        "peak − baseline (MiB) | time (s) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | path | allocator | minutes | segment (s) | chunks per call | baseline (MiB) "
+        "| peak (MiB) | peak − baseline (MiB) | time (s) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         segment = "whole" if r["segment_s"] is None else f"{r['segment_s']:g}"
         lines.append(
             f"| {r['model']} | {r['path']} | {r['allocator']} | {r['minutes']:g} | {segment} | "
-            f"{r['baseline_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+            f"{r.get('batch_size', 1)} | {r['baseline_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
             f"{r['peak_rss_mib'] - r['baseline_rss_mib']:.0f} | {r['seconds']:.1f} |"
         )
     lines += [
