@@ -160,7 +160,11 @@ def bss_eval_v4(
     (a signal shorter than one window gives one frame covering it). A frame where any reference
     or estimate has an all-zero channel sum is NaN for every metric of every source, as in
     museval; ±inf (a zero denominator, e.g. an estimate equal to its reference) is stored as
-    NaN, as museval's JSON writer does.
+    NaN, as museval's JSON writer does. A signal so short that the filtered references span
+    every signal of its length (``nb_samples + filters_len − 1 ≤ nb_sources · nb_channels ·
+    filters_len``, e.g. 0.3 s of 4 stereo sources at 8 kHz) has zero artifacts, so its SAR
+    is the rounding error of a zero, in museval as here: NaN or a meaningless value above
+    about 140 dB, which need not agree between the two.
 
     Args:
         references: ``(nb_sources, nb_channels, nb_samples)`` true source images.
