@@ -83,11 +83,13 @@ NOTES: list[str] = [
     "change the stems (up to 1.8 % relative over the last second, reference/pitfalls.md), so "
     "the limit is left at 10 minutes.",
     "Demucs v1 at paper size (demucs-c100, 648.5 M parameters, 2.6 GB of float32 weights: "
-    "the largest working memory of bench/results/separation.md), its default 15 s segments, "
-    "1 thread: 1 minute peaks at 3491 MiB (787 MiB above the loaded model) and 60 "
-    "minutes at 3563 MiB, 1.02 times the 1-minute peak: the model holds one segment at "
-    "a time, so nothing in it grows with the song (the 60-minute run was paused for about "
-    "25 minutes while other benchmarks ran, so its time is no speed measurement).",
+    "the largest working memory of bench/results/separation.md), its default 15 s segments "
+    "four per model call (its default batch since 2026-12-04), 1 thread: 1 minute peaks at "
+    "4206 MiB (1500 MiB above the loaded model) and 60 minutes at 4250 MiB, 1.01 times the "
+    "1-minute peak: the model holds one batch of segments at a time, so nothing in it grows "
+    "with the song. The 60-minute song took 2214 s (0.62 of real time, one thread, the "
+    "overlaps' extra quarter included). With one segment per call (the previous default) "
+    "the same runs peaked at 3491 and 3563 MiB (1.02×).",
     "Times are not comparable across rows: the runs shared 2 cores with other jobs (load "
     "average 5 to 7), and the fixed allocator is slow (every block over 128 KiB is mapped and "
     "unmapped).",
