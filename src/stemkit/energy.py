@@ -25,7 +25,16 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
-__all__ = ["CodeCarbon", "GreenAlgorithmsConstants", "Meter", "Span", "total"]
+from stemkit.errors import StemkitError
+
+__all__ = [
+    "CodeCarbon",
+    "GreenAlgorithmsConstants",
+    "Meter",
+    "Span",
+    "check_country",
+    "total",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,32 @@ def total(spans: list[Span] | list[dict[str, Any]]) -> dict[str, Any]:
     complete = bool(measured) and all(value is not None for value in measured)
     sums["codecarbon_kwh"] = sum(float(v) for v in measured if v is not None) if complete else None
     return sums
+
+
+def check_country(code: str) -> str:
+    """``code`` upper-cased, if CodeCarbon has an energy mix for it (ISO 3166 alpha-3).
+
+    Given a code it does not know, CodeCarbon's offline tracker starts anyway and logs an
+    error at every span; this refuses it before any work instead. Where CodeCarbon is not
+    installed (or its data cannot be read) the code is not checked: the tracker then says why
+    it cannot measure.
+
+    Raises:
+        StemkitError: a code CodeCarbon does not know.
+    """
+    upper = code.upper()
+    try:
+        from codecarbon.input import DataSource
+
+        known = DataSource().get_global_energy_mix_data()
+    except Exception:  # missing or changed package: CodeCarbon reports its own reason
+        return upper
+    if upper not in known:
+        raise StemkitError(
+            f"--codecarbon {code}: not a country CodeCarbon has an energy mix for; give an "
+            "ISO 3166 alpha-3 code such as USA, FRA, DEU or GBR"
+        )
+    return upper
 
 
 class CodeCarbon:

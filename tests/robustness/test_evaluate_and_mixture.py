@@ -96,6 +96,33 @@ def test_the_cli_refuses_another_dataset_and_prints_no_old_numbers(
     assert str(out) in captured.err and "--force" in captured.err
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--overlap", "0.9"], "overlap must be"),
+        (["--batch-size", "0"], "batch_size must be"),
+        (["--segment", "-1"], "segment must be"),
+        (["--limit", "0"], "limit must be"),
+        (["--limit", "-1"], "limit must be"),  # a slice would silently drop the last track
+    ],
+)
+def test_bad_chunking_settings_are_one_line_before_any_track(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: list[str],
+    message: str,
+) -> None:
+    data = _tree(tmp_path / "data", seed=1)
+    calls = _count_separations(monkeypatch)
+    out = tmp_path / "scores"
+    args = ["evaluate", "--model", "irm2", "--data", str(data), "-o", str(out)]
+    assert main([*args, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert calls == [] and not out.exists()
+
+
 def test_a_track_file_of_other_audio_is_scored_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,3 +98,12 @@ def test_separate_and_evaluate_record_codecarbon_per_song(
     assert main([*argv[:-2], "-o", str(tmp_path / "o2"), "--codecarbon", "FRA", "--ray"]) != 0
     assert "not with --ray" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+    # a country CodeCarbon has no energy mix for: one line before any work, nothing written
+    pytest.importorskip("codecarbon")
+    assert main([*argv[:-2], "-o", str(tmp_path / "o3"), "--codecarbon", "XYZ"]) == 2
+    err = capsys.readouterr().err
+    assert "--codecarbon XYZ" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o3").exists()
+    assert main([*args, "-o", str(tmp_path / "s3"), "--codecarbon", "XYZ"]) == 2
+    assert "ISO 3166" in capsys.readouterr().err and not (tmp_path / "s3").exists()
+    assert main([*argv[:-2], "-o", str(tmp_path / "o4"), "--codecarbon", "fra"]) == 0  # any case

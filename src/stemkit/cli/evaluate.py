@@ -72,6 +72,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks per model call (the model's default: 4 for Demucs v1, else 1)",
+    )
+    parser.add_argument(
         "--window",
         choices=("linear", "rectangular", "triangular"),
         default="linear",
@@ -216,7 +223,7 @@ def _evaluate(
         metrics=args.metrics,
         segment=model.default_segment if args.segment is None else args.segment or None,
         overlap=args.overlap,
-        batch_size=model.default_batch_size,
+        batch_size=model.default_batch_size if args.batch_size is None else args.batch_size,
         window=args.window,
         device=args.device,
         out_dir=args.out,
@@ -298,9 +305,9 @@ def _codecarbon(args: argparse.Namespace) -> CodeCarbon | None:
         raise StemkitError(
             "--codecarbon measures the machine from one process: use -j 1 and no --ray"
         )
-    from stemkit.energy import CodeCarbon
+    from stemkit.energy import CodeCarbon, check_country
 
-    tracker = CodeCarbon(args.codecarbon)
+    tracker = CodeCarbon(check_country(args.codecarbon))
     if tracker.reason:
         logger.warning("CodeCarbon will not measure: %s", tracker.reason)
     return tracker

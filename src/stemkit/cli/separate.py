@@ -314,6 +314,10 @@ def run(args: argparse.Namespace) -> int:
     if args.codecarbon and args.ray is not None:
         # every worker would measure the whole machine: the songs' sum would count it twice
         raise StemkitError("--codecarbon measures the machine from one process: not with --ray")
+    if args.codecarbon:
+        from stemkit.energy import check_country
+
+        args.codecarbon = check_country(args.codecarbon)
     output = _output_settings(args)
     file_names = outputs.FileNames(args.filename)
     device = resolve_device(args.device)

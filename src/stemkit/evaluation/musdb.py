@@ -220,6 +220,14 @@ def evaluate(
     _check_mode(metrics)
     if jobs < 1:
         raise EvaluationError(f"jobs must be at least 1, got {jobs}")
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"limit must be at least 1 track, got {limit}")
+    from stemkit.inference import check_settings
+
+    try:  # before any track is read or separated
+        check_settings(segment, overlap, batch_size, 0, window)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
     sources = tuple(model.sources)
     lister = track_lister(root)
     if subset == "valid":
