@@ -47,3 +47,19 @@ def test_every_grid_variant_resolves_and_builds(path: Path) -> None:
         # an oracle row (the IRM of the Demucs study) is scored, not trained: no parameters
         trained = config.model.name not in ORACLES
         assert (sum(p.numel() for p in model.parameters()) > 0) == trained, variant.name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["umx.yaml"], r"'umx.yaml' is not a KEY=VALUE override \(a YAML preset goes after -c"),
+        (["optim.nosuch=1"], r"Key 'nosuch' not in 'OptimConfig' \(key optim.nosuch\)$"),
+        (["optim.lr=abc"], r"could not be converted to Float \(key optim.lr\)$"),
+    ],
+)
+def test_a_bad_override_is_one_line_naming_the_key(overrides: list[str], message: str) -> None:
+    from stemkit.errors import StemkitError
+
+    with pytest.raises(StemkitError, match=message) as caught:
+        resolve_config(None, overrides)
+    assert "\n" not in str(caught.value)

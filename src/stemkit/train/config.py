@@ -172,10 +172,21 @@ def resolve_config(
                 raise StemkitError(f"{preset}: no such configuration file")
             merged = OmegaConf.merge(merged, OmegaConf.load(preset))
         if overrides:
+            for item in overrides:
+                if "=" not in item:
+                    raise StemkitError(
+                        f"{item!r} is not a KEY=VALUE override (a YAML preset goes after "
+                        "-c/--config)"
+                    )
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise StemkitError(f"bad training configuration: {error}") from error
+        # OmegaConf's message runs over several lines (full_key, object_type): keep the first,
+        # and the key it is about
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        key = getattr(error, "full_key", None)
+        where = f" (key {key})" if key and str(key) not in reason else ""
+        raise StemkitError(f"bad training configuration: {reason}{where}") from error
     assert isinstance(config, TrainConfig)
     _check_finite(config, "", preset)
     _check_optim(config.optim, preset)
