@@ -135,7 +135,11 @@ def system_rows(name: str, args: argparse.Namespace, device: torch.device) -> li
         def run(dtype: str = dtype) -> torch.Tensor:
             with torch.no_grad(), _precision(device, dtype):
                 return separate(
-                    model, mixture, segment=model.default_segment, device=device
+                    model,
+                    mixture,
+                    segment=model.default_segment,
+                    batch_size=model.default_batch_size,  # as `stemkit separate` runs it
+                    device=device,
                 ).float()
 
         try:
