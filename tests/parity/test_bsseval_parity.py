@@ -108,6 +108,19 @@ def test_v4_matches_museval_frame_by_frame(name: str) -> None:
         assert np.isfinite(np.delete(ours.sdr, silent, axis=1)).all()
 
 
+def test_v4_matches_museval_on_silent_overlapping_frames() -> None:
+    """Frames of 8000 samples every 6000 (granules of gcd(8000, 6000) = 2000 samples for the
+    silence flags, the signal ending inside one): the two frames inside the silence are NaN."""
+    refs = _references(3, 1, int(3.3 * RATE), seed=31)
+    ests = _estimates(refs, seed=31)
+    refs[0, :, 5000:21000] = 0.0
+    ours = bss_eval_v4(refs, ests, window=RATE, hop=6000)
+    _assert_same(
+        np.stack([ours.sdr, ours.isr, ours.sir, ours.sar]), _museval(refs, ests, RATE, 6000)
+    )
+    assert np.flatnonzero(np.isnan(ours.sdr).all(axis=0)).tolist() == [1, 2]
+
+
 def test_v4_matches_museval_when_a_reference_is_mono_in_both_channels() -> None:
     """Bit-identical channels make the Gram matrix singular: the fallback solver's case."""
     refs = _references(2, 2, 3 * RATE, seed=30)

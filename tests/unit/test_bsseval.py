@@ -226,9 +226,17 @@ def test_chunked_input_scan_finds_late_nan_and_cancelling_channels(
     got = _stacked(bss_eval_v4(refs, ests, window=RATE, hop=RATE, filters_len=32))
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0.0)
     assert np.isnan(got[:, :, 1]).all() and np.isfinite(got[:, :, 0]).all()
-    flags = bsseval_module._sounding(torch.from_numpy(ests), "estimates")
-    assert flags.shape == (2, 2 * RATE)
-    assert not flags[0, RATE:].any() and flags[0, :RATE].all() and flags[1].all()
+    # flags per granule (a frame is whole granules): larger and smaller than a chunk, and a
+    # partial last granule, against the channel sums' zeros directly
+    ests[1, :, 4998:5005] = 0.0  # one silent 7-sample granule (the 714th)
+    nonzero = ests.sum(axis=1) != 0
+    for granule in (RATE, 1000, 7):
+        flags = bsseval_module._sounding(torch.from_numpy(ests), "estimates", granule)
+        padded = np.pad(nonzero, ((0, 0), (0, -nonzero.shape[1] % granule)))
+        expected_flags = padded.reshape(2, -1, granule).any(axis=-1)
+        np.testing.assert_array_equal(flags.numpy(), expected_flags)
+    assert not flags[1, 714] and flags[1, 713] and flags[1, 715]
+    assert not flags[0, -(-RATE // 7) :].any() and flags[0, : RATE // 7].all()
     late = refs.copy()
     late[1, 0, -1] = np.inf
     with pytest.raises(ValueError, match="references holds NaN or infinite"):
@@ -284,7 +292,14 @@ def test_block_correlations_build_the_exact_gram_and_cross_terms() -> None:
                 np.testing.assert_allclose(
                     chunked.permute(1, 2, 0).numpy(), cross.numpy(), atol=1e-9
                 )
-    corr = corr + bsseval_module._straddling_correlations(groups, 700, nb_lags)
+    straddling = bsseval_module._straddling_correlations(groups, 700, nb_lags)
+    # one boundary per chunk, with torch's FFTs and products (what a GPU runs): the same terms
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bsseval_module, "_FRAME_FFT_BYTES", 1)
+        patch.setattr(bsseval_module, "_NUMPY_ON_CPU", False)
+        chunked_straddling = bsseval_module._straddling_correlations(groups, 700, nb_lags)
+    np.testing.assert_allclose(chunked_straddling.numpy(), straddling.numpy(), atol=1e-12)
+    corr = corr + straddling
     gram = bsseval_module._gram(corr[:4], nb_lags).numpy()
     delayed = _delayed(refs.reshape(4, -1), nb_lags)
     np.testing.assert_allclose(gram, delayed.T @ delayed, atol=1e-9)
@@ -295,13 +310,20 @@ def test_block_correlations_build_the_exact_gram_and_cross_terms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fft_bytes", "sub_fft", "nb_lags"),
+    ("fft_bytes", "sub_fft", "nb_lags", "numpy_on_cpu"),
     # seven sub-blocks per block; or one whose extension (nb_lags - 1) outruns the block, so no
-    # sub-block comes from a strided view (short windows at many lags, as mir_eval's GNSDR uses)
-    [(1, 128, 24), (1 << 25, 128, 24), (1 << 25, 128, 600)],
+    # sub-block comes from a strided view (short windows at many lags, as mir_eval's GNSDR uses);
+    # numpy's FFTs and products (the CPU default) or torch's (what a GPU runs)
+    [
+        (1, 128, 24, True),
+        (1 << 25, 128, 24, True),
+        (1 << 25, 128, 600, True),
+        (1, 128, 24, False),
+        (1 << 25, 128, 600, False),
+    ],
 )
 def test_frame_correlations_are_each_blocks_own_correlations(
-    monkeypatch: pytest.MonkeyPatch, fft_bytes: int, sub_fft: int, nb_lags: int
+    monkeypatch: pytest.MonkeyPatch, fft_bytes: int, sub_fft: int, nb_lags: int, numpy_on_cpu: bool
 ) -> None:
     """ρ_uv(d) = Σ_n u[n + d] v[n] with u and v zero outside the block, for every block:
     short FFTs over sub-blocks (the last one without a next one) with their overlap, a chunk of
@@ -311,7 +333,8 @@ def test_frame_correlations_are_each_blocks_own_correlations(
     ests = rng.standard_normal((3, 3001))
     window = 700
     monkeypatch.setattr(bsseval_module, "_SUB_FFT", sub_fft)
-    monkeypatch.setattr(bsseval_module, "_FFT_BYTES", fft_bytes)
+    monkeypatch.setattr(bsseval_module, "_FRAME_FFT_BYTES", fft_bytes)
+    monkeypatch.setattr(bsseval_module, "_NUMPY_ON_CPU", numpy_on_cpu)
     groups = [torch.from_numpy(refs), torch.from_numpy(ests)]
     local = bsseval_module._frame_correlations(groups, window, nb_lags).numpy()
     signals = np.concatenate([refs, ests])

@@ -74,10 +74,18 @@ _SLICE_BYTES = 1 << 22
 _FFT_BYTES = 1 << 25
 _TIME_CHUNK_BYTES = 1 << 21
 
-#: FFT size the frame-local correlations aim at (:func:`_frame_correlations`): short enough
-#: for every buffer to stay in cache and for one inverse FFT per pair and frame to be cheap,
-#: long enough that the ``filters_len − 1`` samples of overlap cost little.
-_SUB_FFT = 4096
+#: Sub-block FFT size the frame-local correlations aim at (:func:`_frame_correlations`), and
+#: the budget of one chunk of their sub-blocks: 2048 points (1537 new samples each) and 8 MB
+#: chunks were the fastest of 1024–8192 points and 4–64 MB (here, one thread: 0.33 s against
+#: 0.42 s for 4096 points and 32 MB, on 60 s of 4 stereo sources). Shorter FFTs redo more of
+#: the ``filters_len − 1`` samples of overlap; longer ones make the inverse FFTs (one per pair
+#: and frame) longer and the buffers spill out of cache.
+_SUB_FFT = 2048
+_FRAME_FFT_BYTES = 1 << 23
+
+#: FFTs and stacked small products on the CPU run in numpy (faster there, see
+#: :func:`_rfft_into`, :func:`_matmul_into`); False runs torch's everywhere, as on a GPU.
+_NUMPY_ON_CPU = True
 
 #: Frames that tile the signal take the one-pass path (:func:`_decompose_tiled`); the two-pass
 #: path is kept for overlapping frames and permutations (and to check one against the other).
@@ -185,7 +193,8 @@ def bss_eval_v4(
             estimate that is silent over the whole signal (museval refuses those too).
     """
     _check_lengths(window, hop, filters_len)
-    ref, est, sounding = _prepare(references, estimates, device, padding=padding)
+    frames = (window, hop)
+    ref, est, sounding = _prepare(references, estimates, device, padding=padding, frames=frames)
     wf = min(window, ref.shape[-1])
     energies = _decompose(ref, est, filters_len, wf, hop, pairs=False)
     sdr = _db(energies.ref, energies.error)
@@ -194,7 +203,7 @@ def bss_eval_v4(
     sar = _db(energies.total, energies.artifacts)
     metrics = torch.stack([sdr, isr, sir, sar])
     metrics[~torch.isfinite(metrics)] = math.nan
-    metrics[:, :, _silent_frames(sounding, wf, hop)] = math.nan
+    metrics[:, :, _silent_frames(sounding, wf, hop, ref.shape[-1])] = math.nan
     out = metrics.cpu().numpy()
     return BssEvalResult(sdr=out[0], isr=out[1], sir=out[2], sar=out[3])
 
@@ -408,26 +417,47 @@ def _sample_dtype(dtype: np.dtype | torch.dtype) -> Any:
     return np.float32 if dtype == np.float32 else np.float64
 
 
-def _sounding(signal: torch.Tensor, name: str) -> torch.Tensor:
-    """``(nb_sources, nb_samples)`` booleans, True where the sum over channels is not zero,
-    after checking every sample is finite.
+def _sounding(signal: torch.Tensor, name: str, granule: int) -> torch.Tensor:
+    """``(nb_sources, ceil(nb_samples / granule))`` booleans, True where the sum over channels
+    is not zero at some sample of that ``granule``-sample piece, after checking every sample is
+    finite.
 
-    One pass over the samples for the three checks (finite, silent source, silent frame),
-    a cache-sized chunk at a time: summing channels of the whole signal at once costs
-    several times more, in fresh memory and strided reads.
+    Frames start at multiples of the hop and span a window, so with ``granule = gcd(window,
+    hop)`` each is a run of whole granules, and these flags answer both "silent source" and
+    "silent frame" without a flag per sample. One pass over the samples for the three checks
+    (finite, silent source, silent frame), a cache-sized chunk at a time. The channels are
+    added one by one, in float64: torch's ``sum(dim=1)`` over the middle axis takes four times
+    as long.
     """
-    nb_sources, _, nb_samples = signal.shape
-    out = signal.new_empty((nb_sources, nb_samples), dtype=torch.bool)
-    step = max(1, _TIME_CHUNK_BYTES // (8 * signal.shape[0] * signal.shape[1]))
+    nb_sources, nb_channels, nb_samples = signal.shape
+    flags = signal.new_zeros((nb_sources, -(-nb_samples // granule)), dtype=torch.bool)
+    step = max(1, _TIME_CHUNK_BYTES // (8 * nb_sources * nb_channels))
     sums = []
-    for first in range(0, nb_samples, step):
-        mono = signal[:, :, first : first + step].to(torch.float64).sum(dim=1)
+    first = 0
+    while first < nb_samples:  # a chunk is whole granules, or a piece of one granule
+        if granule <= step:
+            stop = min(first + granule * (step // granule), nb_samples)
+        else:
+            stop = min(first + step, (first // granule + 1) * granule, nb_samples)
+        piece = signal[:, :, first:stop]
+        mono = piece[:, 0].to(torch.float64)
+        if nb_channels > 1:
+            mono = torch.add(mono, piece[:, 1])
+        for channel in range(2, nb_channels):
+            mono += piece[:, channel]
         sums.append(mono.sum())
-        torch.ne(mono, 0, out=out[:, first : first + step])
+        nonzero = mono != 0
+        if granule <= step:  # whole granules (the signal's last one may be partial)
+            pad = -(stop - first) % granule
+            grouped = F.pad(nonzero, (0, pad)).reshape(nb_sources, -1, granule).any(dim=-1)
+            flags[:, first // granule : first // granule + grouped.shape[1]] = grouped
+        else:
+            flags[:, first // granule] |= nonzero.any(dim=-1)
+        first = stop
     # a NaN or ±inf sample makes the sum non-finite (audio never overflows a float64 sum)
     if not math.isfinite(float(torch.stack(sums).sum())):
         raise ValueError(f"{name} holds NaN or infinite samples; a score would be meaningless")
-    return out
+    return flags
 
 
 def _prepare(
@@ -437,13 +467,18 @@ def _prepare(
     *,
     padding: bool,
     allow_2d: bool = False,
+    frames: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Checked ``(nb_sources, nb_channels, nb_samples)`` references and estimates: float32
     kept as such (see :func:`_sample_dtype`), anything else as float64.
 
+    Args:
+        frames: ``(window, hop)`` of the frames to be scored, if any.
+
     Returns:
         The references, the estimates (padded or truncated to the references' length) and,
-        for both, ``(nb_sources, nb_samples)`` booleans: where the channel sum is not zero.
+        for both, :func:`_sounding`'s flags, in granules of ``gcd(min(window, nb_samples),
+        hop)`` samples (the whole signal without ``frames``).
     """
     if device is None:
         device = estimates.device if isinstance(estimates, torch.Tensor) else "cpu"
@@ -455,21 +490,18 @@ def _prepare(
             f"references {tuple(ref.shape)} and estimates {tuple(est.shape)} differ in "
             "(nb_sources, nb_channels); give one estimate per reference, same channels"
         )
-    ref_sounding = _sounding(ref, "references")
-    est_sounding = _sounding(est, "estimates")
-    if est.shape[-1] != ref.shape[-1]:
+    nb_samples = ref.shape[-1]
+    if est.shape[-1] != nb_samples:
         if not padding:
             raise ValueError(
-                f"references have {ref.shape[-1]} samples but estimates {est.shape[-1]}; "
+                f"references have {nb_samples} samples but estimates {est.shape[-1]}; "
                 "trim or pad the estimates (or pass padding=True)"
             )
         # museval's pad_or_truncate: zeros at the end, or cut to the reference length
-        extra = ref.shape[-1] - est.shape[-1]
-        est = F.pad(est, (0, extra)) if extra > 0 else est[..., : ref.shape[-1]]
-        est_sounding = (
-            F.pad(est_sounding, (0, extra)) if extra > 0 else est_sounding[..., : ref.shape[-1]]
-        )
-    sounding = (ref_sounding, est_sounding)
+        extra = nb_samples - est.shape[-1]
+        est = F.pad(est, (0, extra)) if extra > 0 else est[..., :nb_samples]
+    granule = math.gcd(min(frames[0], nb_samples), frames[1]) if frames else nb_samples
+    sounding = (_sounding(ref, "references", granule), _sounding(est, "estimates", granule))
     for name, nonzero in zip(("references", "estimates"), sounding, strict=True):
         silent = ~nonzero.any(dim=-1)
         if bool(silent.any()):
@@ -663,8 +695,9 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
     ``nb_lags − 1`` samples of the block (overlap-save: ``n_fft ≥ sub + nb_lags − 1``, so
     the circular correlation does not wrap at lags below ``nb_lags``), gives every term of
     ``ρ_uv(d)`` whose ``v`` sample lies in sub-block ``b``: summed over the sub-blocks, the
-    block's cross-spectrum, one inverse FFT per pair and block. Short FFTs (about 4000
-    points) keep every buffer in cache and cost about what one long FFT per block would.
+    block's cross-spectrum, one inverse FFT per pair and block. Short FFTs (about 2000
+    points, ``_SUB_FFT``) keep every buffer in cache and cost about what one long FFT per
+    block would.
 
     Args:
         groups: the references' then the estimates' ``(nb_refs, nb_samples)`` signals.
@@ -686,14 +719,15 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
     sub = -(-window // nb_sub)
     n_fft = _next_fast_len(sub + span)
     nb_bins = n_fft // 2 + 1
-    step = max(1, _FFT_BYTES // (nb_sub * (nb_signals + nb_refs) * n_fft * 8))
+    step = max(1, _FRAME_FFT_BYTES // (nb_sub * (nb_signals + nb_refs) * n_fft * 8))
     # reused buffers: fresh memory costs a page fault per 4 KiB, as much as the work on it
     u_in = refs.new_zeros((step, nb_sub, nb_signals, n_fft), dtype=torch.float64)
     v_in = refs.new_zeros((step, nb_sub, nb_refs, n_fft), dtype=torch.float64)
-    u_spec = refs.new_empty((step, nb_sub, nb_signals, nb_bins), dtype=torch.complex128)
-    v_spec = refs.new_empty((step, nb_sub, nb_refs, nb_bins), dtype=torch.complex128)
+    # the spectra are written bin-major, the layout of the products over sub-blocks: a
+    # strided store in the FFT costs less than a transposing copy before the products
+    u_spec = refs.new_empty((step, nb_bins, nb_signals, nb_sub), dtype=torch.complex128)
+    v_spec = refs.new_empty((step, nb_bins, nb_sub, nb_refs), dtype=torch.complex128)
     cross = refs.new_empty((step, nb_bins, nb_signals, nb_refs), dtype=torch.complex128)
-    bins_last = refs.new_empty((step, nb_signals, nb_refs, nb_bins), dtype=torch.complex128)
     lagged = refs.new_empty((step, nb_signals, nb_refs, n_fft), dtype=torch.float64)
     out = refs.new_empty((nb_blocks, nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     # sub-blocks whose extension stays inside the block come straight from strided views
@@ -725,16 +759,12 @@ def _frame_correlations(groups: list[torch.Tensor], window: int, nb_lags: int) -
                     length = max(0, min(sub + span, rest - b * sub))
                     last[b, :, :length] = tail[:, b * sub : b * sub + length]
         v_in[:count, :, :, :sub] = u_in[:count, :, :nb_refs, :sub]
-        _rfft_into(u_in[:count], u_spec[:count])
-        _rfft_into(v_in[:count], v_spec[:count])
+        _rfft_into(u_in[:count], u_spec[:count].permute(0, 3, 2, 1))
+        _rfft_into(v_in[:count], v_spec[:count].permute(0, 2, 3, 1))
+        _conjugate_(v_spec[:count])
         # (block, bin, u, v): Σ over sub-blocks, one small matrix product per bin
-        torch.matmul(
-            u_spec[:count].permute(0, 3, 2, 1),
-            v_spec[:count].permute(0, 3, 1, 2).conj(),
-            out=cross[:count],
-        )
-        bins_last[:count] = cross[:count].permute(0, 2, 3, 1)
-        _irfft_into(bins_last[:count], lagged[:count])
+        _matmul_into(u_spec[:count], v_spec[:count], cross[:count])
+        _irfft_into(cross[:count], lagged[:count].permute(0, 3, 1, 2), dim=1)
         out[first : first + count] = lagged[:count, ..., :nb_lags]
     return out
 
@@ -966,29 +996,57 @@ class _BlockSpectra:
             _rfft_into(chunk, out[offset : offset + count])
 
 
+def _rfft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """``rfft(x, n=n_fft)`` along the last axis, any strides: numpy's on the CPU (a quarter of
+    the time of torch's for stacks of short transforms, e.g. 1024 points), else torch's."""
+    if _NUMPY_ON_CPU and x.device.type == "cpu":
+        return torch.from_numpy(np.fft.rfft(x.numpy(), n=n_fft, axis=-1))
+    return torch.fft.rfft(x, n=n_fft)
+
+
 def _rfft_into(x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = rfft(x)`` along the last axis; both contiguous.
+    """``out = rfft(x)`` along the last axis; ``x`` contiguous, ``out`` any strides.
 
     On the CPU numpy's pocketfft does it, in 0.4 to 0.7 of the time of torch's (MKL, one
-    thread) at these sizes (45000 points, float64): the largest single cost of
-    :func:`bss_eval_v4`. Elsewhere, torch's.
+    thread) at 45000 points, float64: the largest single cost of :func:`bss_eval_v4`. It
+    writes a strided ``out`` in place. Elsewhere, torch's.
     """
-    if x.device.type == "cpu":
+    if _NUMPY_ON_CPU and x.device.type == "cpu":
         np.fft.rfft(x.numpy(), axis=-1, out=out.numpy())
     else:
-        torch.fft.rfft(x, out=out)
+        out.copy_(torch.fft.rfft(x))
 
 
-def _irfft_into(x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = irfft(x, n=out.shape[-1])`` along the last axis; both contiguous.
+def _irfft_into(x: torch.Tensor, out: torch.Tensor, dim: int = -1) -> None:
+    """``out = irfft(x, n=out.shape[dim])`` along ``dim``; any strides.
 
     numpy's pocketfft on the CPU (about 0.6 of torch's time at 4000 points), torch's
     elsewhere.
     """
-    if x.device.type == "cpu":
-        np.fft.irfft(x.numpy(), n=out.shape[-1], axis=-1, out=out.numpy())
+    if _NUMPY_ON_CPU and x.device.type == "cpu":
+        np.fft.irfft(x.numpy(), n=out.shape[dim], axis=dim, out=out.numpy())
     else:
-        torch.fft.irfft(x, n=out.shape[-1], out=out)
+        out.copy_(torch.fft.irfft(x, n=out.shape[dim], dim=dim))
+
+
+def _matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = a @ b`` for stacks of small matrices.
+
+    On the CPU numpy's, which runs stacks of 16 × 29 by 29 × 8 complex products at 2.3 times
+    the speed of torch's (4.4 against 1.9 G complex multiply-adds per second, one thread).
+    """
+    if _NUMPY_ON_CPU and a.device.type == "cpu":
+        np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+    else:
+        torch.matmul(a, b, out=out)
+
+
+def _conjugate_(x: torch.Tensor) -> None:
+    """Conjugate a complex tensor in place (numpy's on the CPU: it skips torch's dispatch)."""
+    if _NUMPY_ON_CPU and x.device.type == "cpu":
+        np.conjugate(x.numpy(), out=x.numpy())
+    else:
+        x.conj_physical_()
 
 
 def _spectral_slices(
@@ -1012,7 +1070,7 @@ def _spectral_slices(
     nb_bins = n_fft // 2 + 1
     step = max(1, _CHUNK_BYTES // (nb_signals * nb_bins * 16))
     for first in range(0, nb_blocks, step):
-        spec = torch.fft.rfft(blocks[:, first : first + step], n=n_fft)
+        spec = _rfft(blocks[:, first : first + step], n_fft)
         columns = spec.shape[0] * spec.shape[1]
         width = max(16, _SLICE_BYTES // (16 * columns))
         for start in range(0, nb_bins, width):
@@ -1061,18 +1119,38 @@ def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: in
     if nb_blocks < 2 or span == 0:
         return out
     n_fft = _next_fast_len(2 * span)
+    nb_bins = n_fft // 2 + 1
+    nb_bounds = nb_blocks - 1
+    chunk = max(1, min(nb_bounds, _FRAME_FFT_BYTES // ((nb_signals + nb_refs) * n_fft * 8)))
     # per boundary: zeros then the head of the next block (every signal; zeros past the end),
     # and the tail of the block before it (references), zero-padded to the same length
-    starts = torch.arange(1, nb_blocks, device=refs.device) * block
-    heads = starts[:, None] + torch.arange(span, device=refs.device)
-    inside = heads < nb_samples
-    after = torch.cat([signals[:, heads.clamp(max=nb_samples - 1)] * inside for signals in groups])
-    after = F.pad(after.to(torch.float64), (span, 0))
-    before = F.pad(refs[:, heads - span].to(torch.float64), (0, span))
-    acc = refs.new_zeros((n_fft // 2 + 1, nb_signals, nb_refs), dtype=torch.complex128)
-    for _, bins, z in _spectral_slices(torch.cat([after, before]), n_fft):
-        acc[bins] += torch.bmm(z[:, :nb_signals], z[:, nb_signals:].transpose(1, 2).conj())
-    return torch.fft.irfft(acc.permute(1, 2, 0), n=n_fft)[..., :nb_lags]
+    after = refs.new_zeros((chunk, nb_signals, n_fft), dtype=torch.float64)
+    before = refs.new_zeros((chunk, nb_refs, n_fft), dtype=torch.float64)
+    # spectra bin-major, boundaries last: one product per bin sums over the boundaries
+    after_spec = refs.new_empty((nb_bins, nb_signals, chunk), dtype=torch.complex128)
+    before_spec = refs.new_empty((nb_bins, chunk, nb_refs), dtype=torch.complex128)
+    part = refs.new_empty((nb_bins, nb_signals, nb_refs), dtype=torch.complex128)
+    acc = torch.zeros_like(part)
+    for first in range(0, nb_bounds, chunk):
+        count = min(chunk, nb_bounds - first)
+        for k in range(count):
+            start = (first + k + 1) * block
+            length = min(span, nb_samples - start)
+            row = 0
+            for signals in groups:
+                rows = slice(row, row + signals.shape[0])
+                row += signals.shape[0]
+                after[k, rows, span : span + length] = signals[:, start : start + length]
+                after[k, rows, span + length :] = 0.0
+            before[k, :, :span] = refs[:, start - span : start]
+        _rfft_into(after[:count], after_spec[:, :, :count].permute(2, 1, 0))
+        _rfft_into(before[:count], before_spec[:, :count].permute(1, 2, 0))
+        _conjugate_(before_spec[:, :count])
+        _matmul_into(after_spec[:, :, :count], before_spec[:, :count], part)
+        acc += part
+    out = refs.new_empty((nb_signals, nb_refs, n_fft), dtype=torch.float64)
+    _irfft_into(acc, out.permute(2, 0, 1), dim=0)
+    return out[..., :nb_lags].clone()
 
 
 def _gram(corr: torch.Tensor, nb_lags: int) -> torch.Tensor:
@@ -1441,15 +1519,23 @@ def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def _silent_frames(
-    sounding: tuple[torch.Tensor, torch.Tensor], window: int, hop: int
+    sounding: tuple[torch.Tensor, torch.Tensor], window: int, hop: int, nb_samples: int
 ) -> torch.Tensor:
     """``(nb_frames,)`` True where some reference or estimate has an all-zero channel sum.
 
     Args:
-        sounding: the references' and the estimates' ``(nb_sources, nb_samples)`` booleans,
-            True where their channel sum is not zero.
+        sounding: the references' and the estimates' ``(nb_sources, nb_granules)`` flags from
+            :func:`_sounding`, in granules of ``gcd(window, hop)`` samples.
+        window: frame length, at most ``nb_samples``.
+        hop: frame hop.
+        nb_samples: signal length.
     """
-    flags = [(~nonzero.unfold(-1, window, hop).any(dim=-1)).any(dim=0) for nonzero in sounding]
+    granule = math.gcd(window, hop)
+    whole = nb_samples // granule  # a partial last granule is in no frame
+    flags = [
+        (~nonzero[:, :whole].unfold(-1, window // granule, hop // granule).any(dim=-1)).any(dim=0)
+        for nonzero in sounding
+    ]
     return flags[0] | flags[1]
 
 
