@@ -395,13 +395,29 @@ def test_block_toeplitz_solver_matches_numpy_on_a_full_size_gram() -> None:
     )
     factor = bsseval_module._schur_cholesky(blocks)
     assert factor is not None
-    assert torch.equal(factor, factor.triu())
+    factor = factor.triu()  # the strictly lower part is left unset
     np.testing.assert_allclose(factor.T @ (factor @ probe), toeplitz @ probe, atol=1e-8)
     rhs = corr[8:].permute(2, 1, 0).reshape(4096, 8)  # rows (a, p)
     ours = bsseval_module._solve_block_toeplitz(blocks, rhs)
     assert ours is not None
     expected = np.linalg.solve(toeplitz.numpy(), rhs.numpy())
     np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+
+
+def test_triangular_solves_never_read_the_other_triangle() -> None:
+    """The Schur factor's strictly lower part is left unset (no zero fill of 134 MB): torch's
+    solve_triangular must read only the triangle it is told, whatever the other holds."""
+    rng = np.random.default_rng(16)
+    a = rng.standard_normal((300, 300))
+    upper = torch.from_numpy(np.linalg.cholesky(a @ a.T + 300 * np.eye(300)).T.copy())
+    rhs = torch.from_numpy(rng.standard_normal((300, 8)))
+    garbage = upper.clone()
+    garbage[torch.ones(300, 300, dtype=torch.bool).tril(-1)] = math.nan
+    for matrix, is_upper in ((upper, True), (upper.mT, False)):
+        dirty = garbage if is_upper else garbage.mT
+        expected = torch.linalg.solve_triangular(matrix, rhs, upper=is_upper)
+        got = torch.linalg.solve_triangular(dirty, rhs, upper=is_upper)
+        assert torch.equal(got, expected)
 
 
 def test_block_toeplitz_solver_gives_up_on_singular_matrices() -> None:
