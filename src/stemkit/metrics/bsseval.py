@@ -75,8 +75,8 @@ _FFT_BYTES = 1 << 25
 _TIME_CHUNK_BYTES = 1 << 21
 
 #: Sub-block FFT size the frame-local correlations aim at (:func:`_frame_correlations`), and
-#: the budget of one chunk of their sub-blocks: 2048 points (1537 new samples each) and 8 MB
-#: chunks were the fastest of 1024–8192 points and 4–64 MB (here, one thread: 0.33 s against
+#: the budget of one chunk of their sub-blocks: 2048 points (about 1500 new samples each) and
+#: 8 MB chunks were the fastest of 1024–8192 points and 4–64 MB (here, one thread: 0.33 s against
 #: 0.42 s for 4096 points and 32 MB, on 60 s of 4 stereo sources). Shorter FFTs redo more of
 #: the ``filters_len − 1`` samples of overlap; longer ones make the inverse FFTs (one per pair
 #: and frame) longer and the buffers spill out of cache.
