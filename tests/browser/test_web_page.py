@@ -75,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -83,14 +83,20 @@ def page(server: str) -> Iterator[object]:
             headless=True,
             args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"],
         )
-        context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1280, "height": 900}
-        )
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(server)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture()
+def page(browser: object, server: str) -> Iterator[object]:
+    """A fresh page per test: the tests share the server (its jobs), not the page's state (an
+    open player does not open another by itself, so a test must not inherit one)."""
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server)
+    yield page
+    context.close()
 
 
 def test_upload_separate_play_download(page: object, tmp_path: Path) -> None:
