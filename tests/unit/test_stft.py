@@ -90,10 +90,55 @@ def test_errors_name_the_fix() -> None:
 
 
 def test_istft_in_row_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The autograd path (torch.istft) in chunks of rows, as training runs it."""
     torch.manual_seed(1)
-    spec = STFT(512, 128, center=True)(torch.randn(3, 2, 6000))
+    spec = STFT(512, 128, center=True)(torch.randn(3, 2, 6000)).requires_grad_()
     whole = ISTFT(512, 128, center=True)(spec, length=6000)
     monkeypatch.setattr("stemkit.dsp.stft._ISTFT_CHUNK_VALUES", 512 * spec.shape[-1] * 2)
     chunked = ISTFT(512, 128, center=True)(spec, length=6000)
     assert chunked.shape == (3, 2, 6000)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    chunked.square().sum().backward()
+    assert spec.grad is not None and bool(torch.isfinite(spec.grad).all())
+
+
+@pytest.mark.filterwarnings("ignore:The length of signal is shorter")  # torch.istft's, 7000
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("n_fft", "n_hop"),
+    # hop dividing n_fft (shifted sums), not dividing it (fold), an odd window
+    [(512, 128), (1000, 300), (255, 64)],
+)
+@pytest.mark.parametrize("length", [None, 5000, 6000, 7000])
+def test_inference_istft_equals_torch_istft(
+    dtype: torch.dtype, n_fft: int, n_hop: int, length: int | None
+) -> None:
+    """Inference on the CPU goes through OverlapAdd (numpy's FFTs), not torch.istft: the same
+    samples up to rounding. Each sample is a sum of at most ceil(n_fft / n_hop) windowed
+    inverse-FFT values over the envelope, so two FFT implementations differ by a few ulps of
+    log2(n_fft) rounding steps: 2e-6 of the peak in float32, 1e-13 in float64. Lengths
+    shorter and longer than the frames cover (zeros past them) and the default (None)."""
+    torch.manual_seed(2)
+    signal = torch.randn(2, 2, 6000, dtype=dtype)
+    spec = STFT(n_fft, n_hop, center=True).to(dtype)(signal)
+    istft = ISTFT(n_fft, n_hop, center=True).to(dtype)
+    ours = istft(spec, length=length)
+    theirs = torch.istft(
+        spec.reshape(-1, *spec.shape[-2:]),
+        n_fft=n_fft,
+        hop_length=n_hop,
+        window=istft.window,
+        center=True,
+        length=length,
+    ).reshape(2, 2, -1)
+    assert ours.shape == theirs.shape and ours.dtype == dtype
+    # the signal's samples; past them (length 7000) the padded frames' tails divided by a
+    # vanishing envelope amplify any rounding (both implementations), so only their zeros
+    # past the last frame's reach are compared
+    inside = min(ours.shape[-1], 6000)
+    bound = (2e-6 if dtype == torch.float32 else 1e-13) * float(theirs.abs().max())
+    torch.testing.assert_close(ours[..., :inside], theirs[..., :inside], rtol=0, atol=bound)
+    reach = n_fft + n_hop * (spec.shape[-1] - 1) - n_fft // 2
+    if length == 7000:
+        assert reach < 7000
+        assert not bool(ours[..., reach:].any()) and not bool(theirs[..., reach:].any())

@@ -180,6 +180,16 @@ class ISTFT(_Transform):
             )
         leading = spec.shape[:-2]
         rows = spec.reshape(-1, *spec.shape[-2:])
+        if self.center and _numpy_inference(spec):
+            # Inference on the CPU: the same sum, block by block (OverlapAdd), 2-4× faster than
+            # torch.istft and without its (rows, n_fft, nb_frames) buffer.
+            nb_frames = rows.shape[-1]
+            if length is None:  # torch.istft's: the padded signal less its centring
+                length = self.n_fft + self.n_hop * (nb_frames - 1) - 2 * (self.n_fft // 2)
+            out = rows.real.new_zeros((rows.shape[0], length))
+            inverse = OverlapAdd(self, out, nb_frames)
+            inverse.add(rows)
+            return inverse.finish().reshape(*leading, length)
         # The inverse FFT of all frames is a (rows, n_fft, nb_frames) buffer, twice the size of
         # the complex input; a few rows at a time bound it (~32 MB) at no cost in speed.
         per_chunk = max(1, _ISTFT_CHUNK_VALUES // (self.n_fft * rows.shape[-1]))
@@ -255,8 +265,9 @@ class OverlapAdd:
         nb_frames: total number of frames that will be added.
     """
 
-    # frames transformed at once inside one add(): bounds the (rows, n_fft, frames) buffer
-    _FRAMES_PER_STEP = 256
+    # frames transformed at once inside one add(): bounds the (rows, frames, n_fft) buffer and
+    # keeps it in cache (32 frames: 0.078 s against 0.091 s for 256, 8 rows of 30 s)
+    _FRAMES_PER_STEP = 32
 
     def __init__(self, istft: ISTFT, out: Tensor, nb_frames: int) -> None:
         if out.is_complex() or not out.is_contiguous():
@@ -298,10 +309,8 @@ class OverlapAdd:
                 f"{tuple(self.out.shape)}"
             )
         for piece in rows.split(self._FRAMES_PER_STEP, dim=-1):
-            # the inverse FFT along the bins where they lie: a transform of the transposed
-            # block was 3× slower on CPU (strided input)
-            frames = torch.fft.irfft(piece, n=self.n_fft, dim=-2).mul_(self.window[:, None])
-            signal = _overlap_add(frames.transpose(-1, -2), self.n_hop)
+            frames = _windowed_frames(piece, self.n_fft, self.window)
+            signal = _overlap_add(frames, self.n_hop)
             self._accumulate(signal, self.next_frame * self.n_hop)
             self.next_frame += piece.shape[-1]
         # later frames start at next_frame * n_hop: everything before it is complete
@@ -358,6 +367,34 @@ class OverlapAdd:
         if begin + envelope.shape[-1] < hi:  # past the last frame's end: nothing overlaps
             envelope = nn.functional.pad(envelope, (0, hi - begin - envelope.shape[-1]))
         return envelope[lo - begin : hi - begin]
+
+
+def _numpy_inference(x: Tensor) -> bool:
+    """Whether ``x`` may go through numpy: on the CPU, no gradient wanted, not being traced or
+    exported (numpy calls would be frozen into the graph as constants)."""
+    return (
+        x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+    )
+
+
+def _windowed_frames(spec: Tensor, n_fft: int, window: Tensor) -> Tensor:
+    """Windowed inverse FFTs of the frames of ``(rows, nb_bins, count)``: ``(rows, count,
+    n_fft)``, contiguous.
+
+    On the CPU numpy's pocketfft transforms along the bins where they lie and writes each
+    frame contiguously (half the time of torch's transform of the strided bins, and no copy
+    for the overlap-add's reshape); elsewhere torch's.
+    """
+    if _numpy_inference(spec):
+        rows, _, count = spec.shape
+        frames = window.new_empty((rows, count, n_fft))
+        np.fft.irfft(spec.numpy(), n=n_fft, axis=-2, out=frames.numpy().transpose(0, 2, 1))
+        return frames.mul_(window)
+    frames = torch.fft.irfft(spec, n=n_fft, dim=-2).mul_(window[:, None])
+    return frames.transpose(-1, -2).contiguous()
 
 
 def _overlap_add(frames: Tensor, n_hop: int) -> Tensor:
