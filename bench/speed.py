@@ -573,13 +573,17 @@ NOTES = [
     "`stemkit separate` now does for Demucs by default (`SeparationModel.default_batch_size`; "
     "at C1=100 with its 15 s chunks: real-time factor 0.57 → 0.44, peak memory 3.4 → 4.2 GB, "
     "tests/models/test_demucs.py checks the stems equal one chunk per call's).",
-    "- Open-Unmix at niter 0 cannot reach the issue's 0.5× of `openunmix`'s time at equal "
-    "output on this machine: its bound RTF 0.042 (the counted products at the microbenchmark "
-    "rates: 2.0 GFLOP of dense layers and 1.6 GFLOP of LSTM per second of audio, the same in "
-    "both) is above half the reference's RTF (0.072 here, 0.062 in "
-    "bench/results/separation.md, where stemkit's whole separation runs at 0.040, the bound "
-    "itself: 0.65×). Only the work around the network could still go, and it is already "
-    "gone. niter 1 (the published models' setting) is at 0.44× (separation.md).",
+    "- Open-Unmix at niter 0 is at 0.63–0.68× of `openunmix`'s time at equal output "
+    "(bench/results/separation.md; 2026-12-04 afternoon: RTF 0.045 against 0.071), not "
+    "the issue's 0.5×. A profile of stemkit's 30 s separation (one thread, 1.33 s CPU) "
+    "puts the network's own products at 0.97 s (LSTMs 0.50 s, fc3 0.26 s, the other dense "
+    "layers 0.22 s: RTF 0.032, below the 0.042 that the microbenchmark rates estimate, "
+    "which are conservative) and everything around them (STFT, masks, inverse STFT, "
+    "copies) at about 0.36 s, after this session's faster inverse STFT and mask products. "
+    "0.5× of openunmix (RTF 0.035) would leave 0.1 s per 30 s for all of that, so it is "
+    "not reachable by trimming: the network would itself have to beat the MKL kernels "
+    "both implementations call. niter 1 (the published models' setting) is at 0.43–0.44× "
+    "(separation.md).",
     "- SH-Net computes every frame twice: its 64-frame windows overlap by half and each keeps "
     "its central half, as the authors' code; the FLOPs include that. The windows are batched "
     "(`window_batch=4`, the study's batched window inference, already in `main`).",
