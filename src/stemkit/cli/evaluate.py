@@ -71,13 +71,9 @@ def add_parser(subparsers: Any) -> None:
         help="chunk length in seconds (default: the model's own; 0 = whole tracks)",
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chunks per model call (the model's default: 4 for Demucs v1, else 1)",
-    )
+    from stemkit.cli.separate import add_batch_size_option
+
+    add_batch_size_option(parser)
     parser.add_argument(
         "--window",
         choices=("linear", "rectangular", "triangular"),

@@ -71,6 +71,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size N``, shared with ``stemkit evaluate``: chunks per model call."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks per model call (the model's default: 4 for Demucs v1, else 1)",
+    )
+
+
 def add_parser(subparsers: Any) -> None:
     """Declare ``stemkit separate``."""
     parser = subparsers.add_parser(
@@ -123,13 +134,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="F",
         help="overlap of neighbouring chunks as a fraction of the segment, 0 to 0.5 (0.25)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chunks per model call (the model's default: 4 for Demucs v1, else 1)",
-    )
+    add_batch_size_option(parser)
     parser.add_argument(
         "--shifts",
         type=int,
