@@ -1114,10 +1114,9 @@ def _straddling_correlations(groups: list[torch.Tensor], block: int, nb_lags: in
     nb_refs, nb_samples = refs.shape
     nb_signals = sum(signals.shape[0] for signals in groups)
     nb_blocks = -(-nb_samples // block)
-    out = refs.new_zeros((nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     span = nb_lags - 1
-    if nb_blocks < 2 or span == 0:
-        return out
+    if nb_blocks < 2 or span == 0:  # no boundary, or no lag reaches across one
+        return refs.new_zeros((nb_signals, nb_refs, nb_lags), dtype=torch.float64)
     n_fft = _next_fast_len(2 * span)
     nb_bins = n_fft // 2 + 1
     nb_bounds = nb_blocks - 1
