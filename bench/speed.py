@@ -195,6 +195,11 @@ class System:
         return self.duration * self.batch
 
 
+#: The BSRNN rows' reference: the replication's own model code, from a checkout of its
+#: repository (not a package: ``--obsrnn-src DIR``); nothing of it is part of stemkit.
+OBSRNN_REFERENCE = "the replication's models/bsrnn.py (magronp/bsrnn f2ecc62)"
+OBSRNN_MISSING = "the replication's code is on GitHub only (no package): --obsrnn-src DIR"
+
 SYSTEMS: dict[str, System] = {
     "umx": System(
         "umx", {"niter": 0}, 44100, 2, 10.0, "conv1d", "lstm_batch1",
@@ -208,13 +213,11 @@ SYSTEMS: dict[str, System] = {
     ),
     "bsrnn": System(
         "bsrnn", {"sources": ["vocals"], "n_features": 64, "n_layers": 8}, 44100, 2, 3.0,
-        "conv1d", "lstm", "BSRNN vocals N=64 R=8 (v7 bands)", None,
-        "the replication's code is on GitHub only (no package)",
+        "conv1d", "lstm", "BSRNN vocals N=64 R=8 (v7 bands)", OBSRNN_REFERENCE, OBSRNN_MISSING,
     ),
     "bsrnn-large": System(
         "bsrnn", {"sources": ["vocals"], "n_features": 128, "n_layers": 12}, 44100, 2, 2.0,
-        "conv1d", "lstm", "BSRNN vocals N=128 R=12 (v7 bands)", None,
-        "the replication's code is on GitHub only (no package)",
+        "conv1d", "lstm", "BSRNN vocals N=128 R=12 (v7 bands)", OBSRNN_REFERENCE, OBSRNN_MISSING,
     ),
     "demucs-c64": System(
         "demucs", {"channels": 64, "normalize": False}, 44100, 2, 5.0, "conv1d", "lstm_batch1",
@@ -276,10 +279,82 @@ def _stub(name: str, **attributes: Any) -> None:
     sys.modules.setdefault(name, module)
 
 
-def _reference(name: str, ours: nn.Module) -> Callable[[Tensor], Tensor]:
+class _Spectrogram(nn.Module):
+    """``torchaudio.transforms.Spectrogram(n_fft, hop_length, power=None)`` with torchaudio's
+    defaults (periodic Hann window of ``n_fft``, centred, reflect padding, not normalised), for
+    a reference that imports torchaudio (not installed here) only for its STFT."""
+
+    def __init__(self, n_fft: int, hop_length: int, power: None = None) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft))
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        spec = torch.stft(
+            rows, self.n_fft, self.hop, window=self.window, center=True, return_complex=True
+        )
+        return spec.reshape(*x.shape[:-1], *spec.shape[-2:])
+
+
+class _InverseSpectrogram(_Spectrogram):
+    """``torchaudio.transforms.InverseSpectrogram(n_fft, hop_length)`` (see above)."""
+
+    def forward(self, spec: Tensor, length: int | None = None) -> Tensor:  # type: ignore[override]
+        rows = spec.reshape(-1, *spec.shape[-2:])
+        x = torch.istft(rows, self.n_fft, self.hop, window=self.window, length=length)
+        return x.reshape(*spec.shape[:-2], x.shape[-1])
+
+
+def _obsrnn_reference(source: Path, ours: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The replication's BSRNN (its ``models/bsrnn.py`` from the checkout ``source``) at
+    ``ours``'s sizes, random weights given to ``ours`` through stemkit's importer renames."""
+    from stemkit.artifacts.obsrnn import obsrnn_state_dict
+
+    # Imports its forward never uses: Lightning (the training module), the data and metric
+    # helpers; torchaudio only for the two transforms above.
+    _stub("lightning")
+    _stub(
+        "lightning.pytorch",
+        LightningModule=type(
+            "LightningModule", (nn.Module,), {"save_hyperparameters": lambda *_, **__: None}
+        ),
+    )
+    transforms = types.SimpleNamespace(
+        Spectrogram=_Spectrogram, InverseSpectrogram=_InverseSpectrogram
+    )
+    _stub("torchaudio")
+    sys.modules["torchaudio"].transforms = transforms  # type: ignore[attr-defined]
+    _stub("torchaudio.transforms", **vars(transforms))
+    _stub("helpers.data", rec_estimates=None)
+    _stub("helpers.eval", compute_sdr=None)
+    sys.path.insert(0, str(source))
+    from models.bsrnn import BSRNN  # the checkout's
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create
+    kwargs = ours.init_kwargs
+    theirs = BSRNN(
+        config({"algo": "adam", "lr": 1e-3, "loss_type": "L1", "loss_domain": "t",
+                "monitor_val": "sdr"}),
+        config({"name": "plateau"}),
+        config({"device": "cpu", "verbose_per_track": False, "rec_dir": None, "segment_len": 10,
+                "overlap": 0.1, "hop_size": None, "sdr_type": "usdr", "sdr_win": 1.0,
+                "sdr_hop": 1.0}),
+        targets=list(kwargs["sources"]), feature_dim=kwargs["n_features"],
+        num_repeat=kwargs["n_layers"], group_num=1,
+    ).eval()  # fmt: skip
+    network = ours.networks[kwargs["sources"][0]]
+    network.load_state_dict(obsrnn_state_dict(theirs.state_dict(), 2048), strict=True)
+    return lambda x: theirs(x)["waveforms"]
+
+
+def _reference(name: str, ours: nn.Module, args: argparse.Namespace) -> Callable[[Tensor], Tensor]:
     """The reference implementation of ``name`` holding ``ours``'s weights (or giving them to
     ``ours``), as a function from the mixture ``(1, channels, time)`` to stems
     ``(1, sources, channels, time')``, ``time' <= time``."""
+    if name.startswith("bsrnn"):
+        return _obsrnn_reference(Path(args.obsrnn_src), ours)
     if name == "umx":
         _stub("torchaudio")  # openunmix imports it at module level, never calls it here
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -394,7 +469,10 @@ def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> 
     """Measure one system (and its reference)."""
     spec = SYSTEMS[name]
     model, mixture, run = _ours(name)
-    reference = _reference(name, model) if spec.reference else None  # may load weights into ours
+    available = spec.reference is not None and (
+        spec.reference != OBSRNN_REFERENCE or args.obsrnn_src is not None
+    )
+    reference = _reference(name, model, args) if available else None  # may load ours
     load_before = os.getloadavg()[0]
     runs = [run] if reference is None else [run, lambda: reference(mixture)]
     timings = _timed(runs, args.repeats)
@@ -423,6 +501,7 @@ def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> 
     row["bound_rtf"] = bound / audio
     row["times_bound"] = seconds / bound if bound else None
     if reference is not None:
+        assert spec.reference is not None
         ref_flops, ref_seconds, ref_stems, ref_wall = timings[1]
         common = ref_stems.shape[-1]
         difference = (stems[..., :common] - ref_stems).abs().max() / ref_stems.abs().max()
@@ -554,7 +633,16 @@ NOTES = [
     "in both (the package standardises the padded input, stemkit the unpadded one). The "
     "`demucs` package is installed with `--no-deps` (its utils import `diffq`, which the bench "
     "stands in; nothing of it runs at inference).",
-    "- No reference: BSRNN (the replication's code is on GitHub only, not a package), SH-Net "
+    "- BSRNN's reference is the replication's own model code (magronp/bsrnn at f2ecc62: "
+    "`models/bsrnn.py`, `models/bs.py`), run from a checkout given with `--obsrnn-src DIR`, "
+    "not a package and not part of stemkit; the bench stands in for the imports its forward "
+    "never uses (Lightning, the data and metric helpers) and for torchaudio's two STFT "
+    "transforms (torchaudio's defaults: periodic Hann, centred, reflect padding). Its weights "
+    "reach ours through the renames of `stemkit models import-obsrnn` "
+    "(`stemkit.artifacts.obsrnn`). The replication runs its band split and maskers as Python "
+    "loops over the bands and ours batches them, but both spend most of the time in the same "
+    "LSTM kernels: ours/ref 0.93 (N=64) and 0.98 (N=128).",
+    "- No reference: SH-Net "
     "(the authors' TensorFlow 1 code, GitHub only), the original Demucs v1 code (GitHub only; "
     "the `demucs` 2.0.3 package's `model.Demucs` with `resample=False` is the same "
     "architecture and stands in for it).",
@@ -676,6 +764,12 @@ def _parse() -> argparse.Namespace:
         "--before-only",
         default="bsrnn,bsrnn-large,shnet",
         help="systems to rerun with --before-src (those the speed-ups changed)",
+    )
+    parser.add_argument(
+        "--obsrnn-src",
+        default=None,
+        metavar="DIR",
+        help="a checkout of the BSRNN replication (magronp/bsrnn) to compare the bsrnn rows with",
     )
     parser.add_argument("--output", default="speed", help="results file stem")
     parser.add_argument(

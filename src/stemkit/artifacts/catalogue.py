@@ -554,9 +554,12 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         weights=NotFetchable(
             "the replication's checkpoints are on Zenodo, record 17516442 (file names and "
             "hashes not recorded here); the original authors published none",
-            "no recorded file list or hash, and whether their Lightning checkpoints map onto "
-            "our bsrnn's keys is unchecked; train one with `stemkit train` (configs/ has the "
-            "replication's presets)",
+            "no recorded file list or hash to verify a download against; their Lightning "
+            "checkpoints convert by hand (the same tensors as stemkit's bsrnn, outputs equal to "
+            "the replication's code within float rounding: bench/results/speed.md), or train "
+            "one with `stemkit train` (configs/ has the replication's presets)",
+            "stemkit models import-obsrnn vocals.ckpt bass.ckpt drums.ckpt other.ckpt "
+            "-o bsrnn-opt.pt",
         ),
     ),
 )

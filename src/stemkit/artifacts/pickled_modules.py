@@ -7,8 +7,9 @@ demucs and run whatever the pickle asks for. :func:`read_pickled_module` instead
 
 * tensor and storage rebuilding (``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter``,
   the typed storages), ``collections.OrderedDict``, ``set``, ``frozenset``, ``torch.Size``,
-  ``_codecs.encode`` (bytes in protocol 2) and numpy scalars (``numpy.dtype`` and
-  ``multiarray.scalar``);
+  ``_codecs.encode`` (bytes in protocol 2), numpy scalars (``numpy.dtype`` and
+  ``multiarray.scalar``), and what OmegaConf containers record of their types (``typing.Any``,
+  ``dict``, ``list``, ``collections.defaultdict``: building a container runs nothing);
 * classes of ``torch.nn.modules.*`` and of the allowed model packages (``demucs.*`` by
   default), each replaced by an inert :class:`PickledModule` subclass that records the class
   path and the attribute dictionary the pickle restores, and has no behaviour.
@@ -31,6 +32,7 @@ import codecs
 import collections
 import os
 import pickle
+import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +76,13 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "scalar"): np_multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): np_multiarray.scalar,
+    # OmegaConf records the declared type of its containers' keys and values (a Lightning
+    # checkpoint's hyper-parameters): an inert marker
+    ("typing", "Any"): typing.Any,
+    # ... and of their objects (``object_type``): building a container runs nothing
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("collections", "defaultdict"): collections.defaultdict,
 }
 
 

@@ -12,7 +12,10 @@ Verbs:
   (either layout) into one stemkit checkpoint that ``stemkit separate --model OUT.pt`` uses;
 * ``stemkit models import-demucs-v1 PATH -o OUT.pt``: a Demucs v1 release file (``demucs.th``,
   ``tasnet.th``, ...), read without running anything from the pickle;
-* ``stemkit models import-xumx PATH -o OUT.pt``: asteroid's X-UMX ``.pth``.
+* ``stemkit models import-xumx PATH -o OUT.pt``: asteroid's X-UMX ``.pth``;
+* ``stemkit models import-obsrnn PATH... -o OUT.pt``: the BSRNN replication's Lightning
+  checkpoints (one per target, or its SIMO ``separator.ckpt``), read without running anything
+  from the pickle.
 """
 
 from __future__ import annotations
@@ -139,6 +142,21 @@ def add_parser(subparsers: Any) -> None:
         help="Wiener EM iterations at separation time (1, as the recipe; 0 for streaming)",
     )
     xumx.add_argument("--force", action="store_true", help="replace OUT.pt if it exists")
+
+    obsrnn = verbs.add_parser(
+        "import-obsrnn",
+        help="convert the BSRNN replication's .ckpt files into one stemkit checkpoint",
+        description="Convert the band-split RNN replication's Lightning checkpoints (github "
+        "magronp/bsrnn: vocals.ckpt, bass.ckpt, ... one per target, or the SIMO separator.ckpt) "
+        "into one stemkit bsrnn checkpoint; the stems come out in the order of the files. Read "
+        "with an unpickler that accepts only tensors, plain containers and the OmegaConf and "
+        "Lightning classes as inert records: nothing from the files is run.",
+    )
+    obsrnn.add_argument("paths", nargs="+", metavar="PATH", help="the replication's .ckpt files")
+    obsrnn.add_argument(
+        "-o", "--output", required=True, metavar="OUT.pt", help="checkpoint to write"
+    )
+    obsrnn.add_argument("--force", action="store_true", help="replace OUT.pt if it exists")
     parser.set_defaults(func=run)
 
 
@@ -147,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     verb = getattr(args, "models_verb", None)
     if verb == "import-openunmix":
         return run_import(args)
-    if verb in ("import-demucs-v1", "import-xumx"):
+    if verb in ("import-demucs-v1", "import-xumx", "import-obsrnn"):
         return run_import_whole(args)
     if verb == "fetch":
         return run_fetch(args)
@@ -285,7 +303,8 @@ def _check_output(args: argparse.Namespace) -> Path:
 
 
 def run_import_whole(args: argparse.Namespace) -> int:
-    """``import-demucs-v1`` / ``import-xumx``: convert ``args.path`` into ``args.output``."""
+    """``import-demucs-v1`` / ``import-xumx`` / ``import-obsrnn``: convert the file(s) into
+    ``args.output``."""
     from stemkit.artifacts.checkpoint import load_checkpoint
     from stemkit.errors import StemkitError
 
@@ -294,6 +313,10 @@ def run_import_whole(args: argparse.Namespace) -> int:
         from stemkit.artifacts.demucs_v1 import import_demucs_v1
 
         path = import_demucs_v1(args.path, out, sources=args.sources)
+    elif args.models_verb == "import-obsrnn":
+        from stemkit.artifacts.obsrnn import import_obsrnn
+
+        path = import_obsrnn(args.paths, out)
     else:
         from stemkit.artifacts.asteroid import import_xumx
 
