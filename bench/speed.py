@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -199,6 +200,8 @@ class System:
 #: repository (not a package: ``--obsrnn-src DIR``); nothing of it is part of stemkit.
 OBSRNN_REFERENCE = "the replication's models/bsrnn.py (magronp/bsrnn f2ecc62)"
 OBSRNN_MISSING = "the replication's code is on GitHub only (no package): --obsrnn-src DIR"
+#: The Demucs rows' reference with ``--demucs-v1-src DIR``: the release's own code.
+DEMUCS_V1_RELEASE = "Demucs v1 release code (facebookresearch/demucs 7cf5c60) model.Demucs"
 
 SYSTEMS: dict[str, System] = {
     "umx": System(
@@ -349,6 +352,28 @@ def _obsrnn_reference(source: Path, ours: nn.Module) -> Callable[[Tensor], Tenso
     return lambda x: theirs(x)["waveforms"]
 
 
+def _demucs_v1_release(source: Path) -> types.ModuleType:
+    """``demucs/model.py`` of the Demucs v1 release (the initial commit 7cf5c60 of
+    facebookresearch/demucs, checked out at ``source``), imported as the package
+    ``demucs_v1_release`` beside the installed ``demucs`` 2.0.3. Pure torch: it runs as is."""
+    package = source / "demucs"
+    spec = importlib.util.spec_from_file_location(
+        "demucs_v1_release", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demucs_v1_release"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("demucs_v1_release.model")
+
+
+def _reference_name(name: str, args: argparse.Namespace) -> str | None:
+    """The reference the row of ``name`` is compared with under these options."""
+    if name.startswith("demucs") and args.demucs_v1_src is not None:
+        return DEMUCS_V1_RELEASE
+    return SYSTEMS[name].reference
+
+
 def _reference(name: str, ours: nn.Module, args: argparse.Namespace) -> Callable[[Tensor], Tensor]:
     """The reference implementation of ``name`` holding ``ours``'s weights (or giving them to
     ``ours``), as a function from the mixture ``(1, channels, time)`` to stems
@@ -400,12 +425,17 @@ def _reference(name: str, ours: nn.Module, args: argparse.Namespace) -> Callable
         return lambda x: tasnet(x)
     if name.startswith("demucs"):
         import torch.nn.functional as F
-        from demucs.model import Demucs
         from demucs.utils import center_trim
 
-        demucs = Demucs(
-            list(ours.sources), channels=SYSTEMS[name].kwargs["channels"], resample=False
-        ).eval()
+        channels = SYSTEMS[name].kwargs["channels"]
+        demucs: nn.Module
+        if args.demucs_v1_src is not None:
+            release = _demucs_v1_release(Path(args.demucs_v1_src))
+            demucs = release.Demucs(len(ours.sources), channels=channels).eval()
+        else:
+            from demucs.model import Demucs
+
+            demucs = Demucs(list(ours.sources), channels=channels, resample=False).eval()
         demucs.load_state_dict(ours.state_dict(), strict=True)
 
         def run_demucs(x: Tensor) -> Tensor:
@@ -506,7 +536,7 @@ def system_row(name: str, args: argparse.Namespace, rates: dict[str, float]) -> 
         common = ref_stems.shape[-1]
         difference = (stems[..., :common] - ref_stems).abs().max() / ref_stems.abs().max()
         row["reference"] = {
-            "name": spec.reference,
+            "name": _reference_name(name, args),
             "rtf": ref_seconds / audio,
             "wall_rtf": ref_wall / audio,
             "gflop_per_audio_second": sum(ref_flops.values()) / 1e9 / audio,
@@ -642,10 +672,14 @@ NOTES = [
     "(`stemkit.artifacts.obsrnn`). The replication runs its band split and maskers as Python "
     "loops over the bands and ours batches them, but both spend most of the time in the same "
     "LSTM kernels: ours/ref 0.93 (N=64) and 0.98 (N=128).",
-    "- No reference: SH-Net "
-    "(the authors' TensorFlow 1 code, GitHub only), the original Demucs v1 code (GitHub only; "
-    "the `demucs` 2.0.3 package's `model.Demucs` with `resample=False` is the same "
-    "architecture and stands in for it).",
+    "- Demucs against the release's own code: the `demucs` 2.0.3 package's `model.Demucs` "
+    "with `resample=False` is the v1 architecture and is the reference above; the original "
+    "v1 code (facebookresearch/demucs at its initial commit 7cf5c60, GitHub only, pure torch) "
+    "runs too, from a checkout given with `--demucs-v1-src DIR`: `bench/results/"
+    "speed-demucs-v1.md` (2026-12-04, one thread) has ours/ref 0.99 (C1=64) and 1.00 (C1=100) "
+    "with outputs identical to the last bit, 0.97-0.98 with four chunks per call (within "
+    "6e-7).",
+    "- No reference: SH-Net (the authors' TensorFlow 1 code, GitHub only).",
     "- RTF before: the same row with the stemkit package of `main` before this branch "
     "(`--before-src`), in a fresh process of the same run.",
     "- × bound below 1 (BSRNN-large): the bound is an estimate from microbenchmarks, not a "
@@ -670,8 +704,12 @@ NOTES = [
     "copies) at about 0.36 s, after this session's faster inverse STFT and mask products. "
     "0.5× of openunmix (RTF 0.035) would leave 0.1 s per 30 s for all of that, so it is "
     "not reachable by trimming: the network would itself have to beat the MKL kernels "
-    "both implementations call. niter 1 (the published models' setting) is at 0.43–0.44× "
-    "(separation.md).",
+    "both implementations call. The counted work says the same without a profile: Open-Unmix "
+    "needs 3.6 GFLOP per second of audio (the table), 0.108 TFLOP per 30 s, which at this "
+    "machine's large-matmul rate (96-110 GFLOP/s, one thread) takes 1.0-1.1 s before any STFT "
+    "or mask, while 0.5× of openunmix is 1.07 s (in the 10 s row above: 0.5 × 0.072 = 0.036 "
+    "against a bound RTF of 0.042). The goal is below the float32 FLOP bound of this CPU. "
+    "niter 1 (the published models' setting) is at 0.43–0.44× (separation.md).",
     "- SH-Net computes every frame twice: its 64-frame windows overlap by half and each keeps "
     "its central half, as the authors' code; the FLOPs include that. The windows are batched "
     "(`window_batch=4`, the study's batched window inference, already in `main`).",
@@ -770,6 +808,13 @@ def _parse() -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="a checkout of the BSRNN replication (magronp/bsrnn) to compare the bsrnn rows with",
+    )
+    parser.add_argument(
+        "--demucs-v1-src",
+        default=None,
+        metavar="DIR",
+        help="a checkout of facebookresearch/demucs at 7cf5c60 (the v1 release): the demucs "
+        "rows' reference instead of the demucs 2.0.3 package",
     )
     parser.add_argument("--output", default="speed", help="results file stem")
     parser.add_argument(
