@@ -266,7 +266,7 @@ def test_inconsistent_or_foreign_files_are_refused(tmp_path: Path) -> None:
     messages = {
         "extra.ckpt": "separator.0.gate.weight: not a tensor of the replication's BSRNN",
         "window.ckpt": "stft.transf.window is not the periodic Hann window",
-        "missing.ckpt": "the weights do not fit stemkit's bsrnn",
+        "missing.ckpt": "missing.ckpt: its weights do not fit model 'bsrnn' (",
     }
     for name, (case_state, case_hparams) in cases.items():
         path = _save(tmp_path / name, case_state, case_hparams)

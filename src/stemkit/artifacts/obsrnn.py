@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stemkit.artifacts.checkpoint import provenance, save_checkpoint, sha256_of
+from stemkit.artifacts.checkpoint import load_weights, provenance, save_checkpoint, sha256_of
 from stemkit.artifacts.pickled_modules import PickledModule, restricted_load
-from stemkit.errors import CheckpointError
+from stemkit.errors import CheckpointError, StemkitError
 from stemkit.models import build
 from stemkit.models.bsrnn import BSRNN
 
@@ -253,14 +253,12 @@ def convert_obsrnn(paths: Sequence[str | os.PathLike[str]]) -> BSRNN:
     }
     try:
         model = build("bsrnn", **kwargs)
-        model.load_state_dict(states, strict=True)
-    except (ValueError, RuntimeError) as error:
-        summary = " ".join(str(error).split())
-        raise CheckpointError(
-            f"{first_path}: the weights do not fit stemkit's bsrnn built from the checkpoint's "
-            f"settings ({summary[:400]})"
-        ) from None
+    except StemkitError as error:  # settings out of range (named in the message)
+        raise CheckpointError(f"{first_path}: {error}") from None
     assert isinstance(model, BSRNN)
+    load_weights(
+        model, states, first_path, hint="the tensors do not match the saved hyper-parameters"
+    )
     return model.eval()
 
 
