@@ -264,8 +264,8 @@ def test_inconsistent_or_foreign_files_are_refused(tmp_path: Path) -> None:
         ),
     }
     messages = {
-        "extra.ckpt": "separator.0.gate.weight: not a tensor of the replication's BSRNN",
-        "window.ckpt": "stft.transf.window is not the periodic Hann window",
+        "extra.ckpt": "extra.ckpt: separator.0.gate.weight: not a tensor of the replication's",
+        "window.ckpt": "window.ckpt: stft.transf.window is not the periodic Hann window",
         "missing.ckpt": "missing.ckpt: its weights do not fit model 'bsrnn' (",
     }
     for name, (case_state, case_hparams) in cases.items():

@@ -240,8 +240,11 @@ def convert_obsrnn(paths: Sequence[str | os.PathLike[str]]) -> BSRNN:
         if set(targets) & set(sources):
             raise CheckpointError(f"{path}: target {targets[0]!r} given twice")
         network = "joint" if simo else targets[0]
-        for key, value in obsrnn_state_dict(state, arguments["n_fft"]).items():
-            states[f"networks.{network}.{key}"] = value
+        try:
+            renamed = obsrnn_state_dict(state, arguments["n_fft"])
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        states.update({f"networks.{network}.{key}": value for key, value in renamed.items()})
         sources += targets
     other_residual = simo and bool(first_hparams.get("subtract_last_trgt", False))
     kwargs = {
