@@ -157,9 +157,8 @@ def _arguments(hparams: Mapping[str, Any], where: str) -> dict[str, Any]:
     def refuse(name: str, why: str) -> CheckpointError:
         return CheckpointError(f"{where}: {name}={hparams.get(name)!r}: {why}")
 
-    for name, default in (("bidirectional", True),):
-        if get(name, default) is not True:
-            raise refuse(name, "stemkit's band-split sequence models are bidirectional only")
+    if get("bidirectional", True) is not True:
+        raise refuse("bidirectional", "stemkit's band-split sequence models are bidirectional only")
     if get("mask_ctxt", 0) != 0:
         raise refuse("mask_ctxt", "mask context is not part of stemkit's BSRNN")
     if get("group_num", 1) != 1:
